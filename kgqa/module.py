@@ -1,0 +1,97 @@
+"""The LightningModule: teacher-forced training, trie-constrained decoding for val/test."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from transformers import get_linear_schedule_with_warmup
+
+from kgqa.answerer import Answerer
+from kgqa.metrics import KgclueMetric
+from kgqa.model import UniLM, build_backbone
+
+WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
+
+
+class KgqaModule(L.LightningModule):
+    def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
+                 run_config: dict | None = None):
+        """`run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
+        super().__init__()
+        self.save_hyperparameters()
+        arch = dict(backbone)
+        self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch))
+        self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
+        self.answerer: Answerer | None = None
+        self.wrong_answers: list[list[Any]] = []
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        self.answerer = self.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, dm.eval_batch_size)
+
+    def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
+        lookahead = instantiate(self.hparams.lookahead) if self.hparams.lookahead else None
+        d = self.hparams.decode
+        return Answerer(keyspace, tokenizer, lookahead, beam=d["beam"], num_return=d.get("num_return", 1),
+                        max_question_len=max_question_len, batch_size=batch_size)
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    # --- training --------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], self.hparams.optim.get("label_smoothing", 0.0))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
+        return loss
+
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        decay = [p for n, p in self.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}], lr=o["lr"])
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(o["warmup"] * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- evaluation ------------------------------------------------------------------
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        examples = batch["examples"]
+        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"])
+        self.log(f"{stage}/loss", loss, batch_size=len(examples), sync_dist=True)
+        answers = [a[0] for a in self.answerer(self.model, [e.question for e in examples])]
+        self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
+        self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4)]
+                               for e, a in zip(examples, answers) if a.triple != e.triple]
+
+    def _log_epoch(self, stage: str) -> None:
+        for name, value in self.metrics[stage].compute().items():
+            self.log(f"{stage}/{name}", value.float(), prog_bar=name == "em")
+        self.metrics[stage].reset()
+        rows, self.wrong_answers = self.wrong_answers, []
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"{stage}/wrong_answers", columns=WRONG_ANSWER_COLUMNS, data=rows)
+        if self.trainer.log_dir:
+            path = Path(self.trainer.log_dir) / f"wrong_answers_{stage}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(dict(zip(WRONG_ANSWER_COLUMNS, r)), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")

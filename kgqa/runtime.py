@@ -1,0 +1,99 @@
+"""What every entry point shares: building the pieces from a config, checkpoints, printing."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import rich
+import rich.syntax
+import rich.tree
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer
+from kgqa.datamodule import KgqaDataModule
+from kgqa.module import KgqaModule
+
+
+def print_config(cfg: DictConfig) -> None:
+    tree = rich.tree.Tree("config", style="dim")
+    for key, value in cfg.items():
+        body = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(str(key)).add(rich.syntax.Syntax(body, "yaml"))
+    rich.print(tree)
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> KgqaDataModule:
+    d = cfg.data
+    return KgqaDataModule(instantiate(d.source), instantiate(cfg.kb), target=cfg.target, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, max_question_len=d.max_question_len,
+                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer)
+
+
+def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], decode=c["decode"],
+                      lookahead=c.get("lookahead"), run_config=c)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file, then rename: a crash mid-write leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict[str, Any]:
+        return load_checkpoint(path, map_location)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True, and a clear error for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not saved by torch): {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "run_config" not in ckpt.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path} is not a kgqa checkpoint (no state_dict or run config)")
+    return ckpt
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    return CharTokenizer(state["vocab"]) if "vocab" in state else PretrainedTokenizer(state["pretrained"])
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
+    logger = instantiate(cfg.logger)
+    return instantiate(cfg.trainer, logger=logger, callbacks=[RichProgressBar(), *(callbacks or [])],
+                       plugins=[AtomicCheckpointIO()], **overrides)
+
+
+def checkpoint_callback(cfg: DictConfig) -> ModelCheckpoint:
+    return ModelCheckpoint(dirpath=Path(cfg.output_dir) / "checkpoints", filename="best", monitor="val/emf1",
+                           mode="max", save_last=True)
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    for name in sorted(metrics):
+        print(f"{name}: {float(metrics[name]):.4f}")
