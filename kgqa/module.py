@@ -34,6 +34,11 @@ class KgqaModule(L.LightningModule):
         dm = self.trainer.datamodule
         self.answerer = self.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, dm.eval_batch_size)
 
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):  # runs compare on their best val EMF1
+                logger.experiment.define_metric("val/emf1", summary="max")
+
     def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
         lookahead = instantiate(self.hparams.lookahead) if self.hparams.lookahead else None
         d = self.hparams.decode

@@ -97,3 +97,24 @@ def checkpoint_callback(cfg: DictConfig) -> ModelCheckpoint:
 def print_metrics(metrics: dict[str, Any]) -> None:
     for name in sorted(metrics):
         print(f"{name}: {float(metrics[name]):.4f}")
+
+
+def resolve_checkpoint(path: str) -> Path:
+    p = Path(path)
+    return p / "checkpoints" / "best.ckpt" if p.is_dir() else p
+
+
+def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule, KgqaModule]:
+    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`."""
+    ckpt = load_checkpoint(resolve_checkpoint(ckpt_path))
+    run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
+    merged = OmegaConf.merge({k: run[k] for k in ("data", "kb", "target", "backbone", "optim", "seed")}, cfg)
+    if cfg.get("data_root"):
+        merged.data.root = merged.data.source.root = cfg.data_root
+    if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
+        merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
+    tokenizer = tokenizer_from_state(ckpt[KgqaDataModule.__qualname__])
+    dm = build_datamodule(merged, tokenizer)
+    module = build_module(merged, tokenizer.vocab_size)
+    module.load_state_dict(ckpt["state_dict"])
+    return merged, dm, module

@@ -48,9 +48,9 @@ def _open_text(path: Path):
 
 
 def parse_answer(answer: str) -> Triple:
-    parts = answer.split(ANSWER_SEP)
-    if len(parts) != 3:
-        raise ValueError(f"answer must be 'S ||| P ||| O', got {answer!r}")
+    parts = answer.split(ANSWER_SEP) if isinstance(answer, str) else []
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ValueError(f"answer must be 'S ||| P ||| O' with three non-empty parts, got {answer!r}")
     return Triple.parse(*parts)
 
 
@@ -66,7 +66,7 @@ def read_qa(path: str | Path, on_bad_line: str = "error", labelled: bool = True)
                 row = json.loads(line)
                 if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                     raise ValueError("missing field 'question'")
-                if labelled and not isinstance(row.get("answer"), str):
+                if labelled and "answer" not in row:
                     raise ValueError("missing field 'answer'")
                 triple = parse_answer(row["answer"]) if "answer" in row else None
             except (json.JSONDecodeError, ValueError) as e:
@@ -83,6 +83,8 @@ def read_knowledge(path: str | Path, on_bad_line: str = "error") -> Iterator[Tri
     guard = _LineGuard(path, on_bad_line)
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) != 3 or not all(x.strip() for x in fields):
                 guard.bad(lineno, f"expected 3 non-empty tab-separated fields, got {len(fields)}: {line[:80]!r}")

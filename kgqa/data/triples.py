@@ -17,6 +17,13 @@ class DataError(ValueError):
     """Bad input; the message names the file and line."""
 
 
+def order_fields(order: str) -> tuple[str, str, str]:
+    try:
+        return TARGET_ORDERS[order]
+    except KeyError:
+        raise ValueError(f"unknown target order {order!r}; choose one of {sorted(TARGET_ORDERS)}") from None
+
+
 def split_subject(raw: str) -> tuple[str, str]:
     """Split "S（M）" into (S, M), matching the trailing parenthesis so M may nest them."""
     if not raw.endswith(CLOSE):
@@ -25,7 +32,7 @@ def split_subject(raw: str) -> tuple[str, str]:
     for i in range(len(raw) - 1, -1, -1):
         depth += {CLOSE: 1, OPEN: -1}.get(raw[i], 0)
         if depth == 0:
-            return (raw[:i], raw[i + 1 : -1]) if i > 0 else (raw, "")
+            return (raw[:i], raw[i + 1 : -1]) if 0 < i < len(raw) - 2 else (raw, "")  # "（）" is no meaning
     return raw, ""  # unbalanced: the parentheses belong to the name
 
 
@@ -47,15 +54,11 @@ class Key:
     meaning: str = ""
 
     def parts(self, order: str) -> tuple[str, str, str]:
-        try:
-            fields = TARGET_ORDERS[order]
-        except KeyError:
-            raise ValueError(f"unknown target order {order!r}; choose one of {sorted(TARGET_ORDERS)}") from None
-        return tuple(getattr(self, f) for f in fields)
+        return tuple(getattr(self, f) for f in order_fields(order))
 
     @classmethod
     def from_parts(cls, parts: tuple[str, str, str], order: str) -> "Key":
-        return cls(**dict(zip(TARGET_ORDERS[order], parts)))
+        return cls(**dict(zip(order_fields(order), parts)))
 
     @property
     def full_subject(self) -> str:

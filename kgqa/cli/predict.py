@@ -1,0 +1,46 @@
+"""kgqa-predict: answer a question typed on the command line, or write a leaderboard file."""
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kgqa.cli import CONFIG_DIR
+from kgqa.data.kgclue import read_qa
+from kgqa.runtime import restore
+
+
+def predict(cfg: DictConfig) -> None:
+    if (cfg.question is None) == (cfg.input is None):
+        raise SystemExit("give exactly one of question=\"...\" or input=<KgCLUE json lines file>")
+    cfg, dm, module = restore(cfg.ckpt, cfg)
+    dm.setup()
+    answerer = module.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, cfg.batch_size)
+    module.eval()
+    if cfg.question is not None:
+        try:
+            question = answerer.check_question(str(cfg.question))
+        except ValueError as e:
+            raise SystemExit(f"kgqa-predict: {e}") from None
+        for rank, a in enumerate(answerer(module.model, [question])[0], 1):
+            print(f"{rank}. {a.triple.answer()}  (confidence {a.confidence:.3f})")
+            if len(a.objects) > 1:
+                print(f"   all objects: {' | '.join(a.objects)}")
+        return
+    examples = read_qa(cfg.input, labelled=False)
+    answers = answerer(module.model, [e.question for e in examples])
+    out = Path(cfg.output)
+    with open(out, "w", encoding="utf-8") as f:
+        for e, a in zip(examples, answers):
+            f.write(json.dumps({"id": e.id, "question": e.question, "answer": a[0].triple.answer()}, ensure_ascii=False) + "\n")
+    print(f"wrote {len(examples)} answers to {out}", file=sys.stderr)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Run the console scripts as a user would, in a subprocess with W&B offline."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_LINE = re.compile(r"^([a-z]+/[a-z0-9_]+): ([0-9.]+)$", re.M)
+
+
+def run_cli(script: str, *overrides: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, "-m", f"kgqa.cli.{script}", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def printed_metrics(proc: subprocess.CompletedProcess) -> dict[str, float]:
+    return {k: float(v) for k, v in METRIC_LINE.findall(proc.stdout)}

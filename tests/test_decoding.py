@@ -1,0 +1,307 @@
+"""Trie-constrained beam search with look-ahead, on real (tiny, random or hand-set) UniLMs."""
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from kgqa.answerer import Answerer
+from kgqa.data.kb import KnowledgeBase
+from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
+from kgqa.data.triples import Key, Triple
+from kgqa.decoding.beam import beam_search
+from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, TrieMask
+from kgqa.keyspace import KeySpace
+from kgqa.model import UniLM, build_backbone
+
+SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+CHARS = "甲乙丙丁戊己庚辛"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one intra-op thread is faster and immune to a busy second core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- an independent reference for the step scores ------------------------------------------
+def lcs(a, b) -> int:
+    dp = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b):
+            prev, dp[j + 1] = dp[j + 1], prev + 1 if x == y else max(dp[j + 1], dp[j])
+    return dp[-1]
+
+
+class ReferenceScorer:
+    """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
+
+    def __init__(self, key_tokens, sep, rule=None, alpha=1.0):
+        self.keys, self.sep, self.rule, self.alpha = [tuple(k) for k in key_tokens], sep, rule, alpha
+        self.applied = 0  # steps where the look-ahead changed the scores (some Δ > 0)
+
+    def step(self, log_probs: torch.Tensor, question, prefix) -> dict[int, float]:
+        """Processed log-score of every allowed token after `prefix`."""
+        prefix = tuple(prefix)
+        through = [k for k in self.keys if k[: len(prefix)] == prefix and len(k) > len(prefix)]
+        allowed = sorted({k[len(prefix)] for k in through})
+        lp = torch.log_softmax(log_probs.double()[allowed], 0)  # trie mask, renormalised
+        if self.rule and len(allowed) > 1 and self.sep in prefix:
+            content = lambda s: [t for t in s if t != self.sep]  # noqa: E731
+            covered = lcs(question, content(prefix))
+            delta = torch.tensor([max(lcs(question, content(k)) for k in through if k[len(prefix)] == a) - covered
+                                  for a in allowed], dtype=torch.float64)
+            assert (delta >= 0).all()
+            self.applied += bool((delta > 0).any())
+            lp = torch.log_softmax(lp / (delta + 1) if self.rule == "power" else lp + self.alpha * delta, 0)
+        return dict(zip(allowed, lp.tolist()))
+
+
+def teacher_forced_log_probs(model, question_ids, targets) -> list[torch.Tensor]:
+    """Per target, one teacher-forced pass: row i holds the next-token log-probs after i target tokens
+    (row 0 at the question's last token). Causal attention over the target makes these the decode-time scores."""
+    out = []
+    with torch.no_grad():
+        for t in targets:
+            ids = torch.tensor([list(question_ids) + list(t)])
+            seg = torch.tensor([[0] * len(question_ids) + [1] * len(t)])
+            logits = model(ids, seg, torch.ones_like(ids, dtype=torch.bool))[0]
+            out.append(torch.log_softmax(logits[len(question_ids) - 1 :].double(), -1))
+    return out
+
+
+# --- (a) random KB, random models: only KB keys, scores as the reference says ----------------
+@pytest.fixture(scope="module")
+def random_kb():
+    rng = random.Random(0)
+    word = lambda lo, hi: "".join(rng.choice(CHARS) for _ in range(rng.randint(lo, hi)))  # noqa: E731
+    # few subjects with several predicates each (and homonyms told apart by a meaning), so the
+    # look-ahead rule, which needs S decoded and a choice left, applies at many steps
+    entities = [(word(1, 3), rng.choice(["", "", word(1, 2)])) for _ in range(40)]
+    triples = [Triple(Key(s, word(1, 3), m), word(1, 4)) for s, m in (rng.choice(entities) for _ in range(220))]
+    kb = KnowledgeBase(triples)
+    questions = [word(3, 8) for _ in range(4)]
+    tok = CharTokenizer.build(list(CHARS) + questions)
+    return kb, tok, questions
+
+
+@pytest.fixture(scope="module", params=[(arch, seed) for arch in ("bert", "roformer") for seed in range(3)],
+                ids=lambda p: f"{p[0]}-seed{p[1]}")
+def random_model(request):
+    arch, seed = request.param
+    torch.manual_seed(seed)
+    # a larger init than the default 0.02 makes the random model's distributions peaked and question
+    # dependent, so the beams really differ (and near-ties, which would make comparisons fragile, are rare)
+    model = UniLM(build_backbone(arch, len(CHARS) + 4, initializer_range=0.3, **SIZE)).eval()
+    model.seed = seed
+    return model
+
+
+LOOKAHEADS = {"none": lambda: None, "power": LcsPowerLookahead, "bonus": lambda: LcsBonusLookahead(alpha=0.7)}
+
+
+@pytest.mark.parametrize("lookahead", list(LOOKAHEADS))
+@pytest.mark.parametrize("beam", [1, 3])
+def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookahead):
+    kb, tok, questions = random_kb
+    order = ["spm", "smp"][random_model.seed % 2]  # both target orders, over the seeds
+    ks = KeySpace(kb, tok, order)
+    assert len(kb) > 150
+    look = LOOKAHEADS[lookahead]()
+    processors = [TrieMask()] + ([look] if look is not None else [])
+    encoded = [encode_question(tok, q, 64) for q in questions]
+
+    together = beam_search(random_model, ks, encoded, processors, tok.pad_id, beam_size=beam, num_return=beam)
+    assert len(together) == len(questions)
+
+    key_tokens = [encode_key(tok, k, order) for k in kb.keys]  # recomputed, not the keyspace's
+    reference = ReferenceScorer(key_tokens, tok.sep_id, rule=None if lookahead == "none" else lookahead, alpha=0.7)
+    for q_ids, hyps in zip(encoded, together):
+        ids = [h.key_id for h in hyps]
+        assert len(hyps) == beam  # the KB has more than `beam` keys: num_return=beam keys come back
+        assert len(set(ids)) == len(ids)
+        assert all(0 <= i < len(kb) for i in ids)
+        log_probs = [h.log_prob for h in hyps]
+        assert all(lp <= 1e-6 for lp in log_probs)
+        assert log_probs == sorted(log_probs, reverse=True)
+
+        # each hypothesis is a whole KB key, scored as the sum of its processed step scores
+        targets = [key_tokens[i] for i in ids]
+        for h, target, steps in zip(hyps, targets, teacher_forced_log_probs(random_model, q_ids, targets)):
+            assert kb.keys[h.key_id] == Key.from_parts(tuple(tok.decode(p) for p in _split(target, tok.sep_id)), order)
+            total, prefix = 0.0, []
+            for i, token in enumerate(target):
+                scores = reference.step(steps[i], list(q_ids[1:-1]), prefix)
+                assert token in scores
+                if beam == 1:  # greedy: the chosen token is the best allowed one at every step
+                    assert scores[token] >= max(scores.values()) - 1e-5
+                total += scores[token]
+                prefix.append(token)
+            assert h.log_prob == pytest.approx(total, abs=2e-4)
+    if lookahead != "none":
+        assert reference.applied > 0  # the rule really re-weighted some step on the way
+
+    # a batch decodes like its questions one at a time (left padding changes nothing)
+    for q_ids, hyps in zip(encoded, together):
+        (alone,) = beam_search(random_model, ks, [q_ids], processors, tok.pad_id, beam_size=beam, num_return=beam)
+        assert [h.key_id for h in alone] == [h.key_id for h in hyps]
+        assert [h.log_prob for h in alone] == pytest.approx([h.log_prob for h in hyps], abs=1e-4)
+
+
+def _split(tokens, sep):
+    parts, cur = [], []
+    for t in tokens:
+        if t == sep:
+            parts.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    assert not cur and len(parts) == 3
+    return parts
+
+
+def test_num_return_cannot_exceed_beam(random_kb):
+    kb, tok, questions = random_kb
+    model = UniLM(build_backbone("bert", tok.vocab_size, **SIZE)).eval()
+    with pytest.raises(ValueError, match="num_return"):
+        beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, questions[0], 64)], [TrieMask()],
+                    tok.pad_id, beam_size=2, num_return=3)
+
+
+def test_small_kb_returns_every_key():
+    """Fewer keys than num_return: every key comes back once, probabilities summing to 1 (exhaustive)."""
+    keys = [Key("甲", "乙"), Key("甲", "丙", "丁"), Key("乙", "乙")]
+    kb = KnowledgeBase(Triple(k, "x") for k in keys)
+    tok = CharTokenizer.build(CHARS)
+    torch.manual_seed(0)
+    model = UniLM(build_backbone("roformer", tok.vocab_size, initializer_range=0.3, **SIZE)).eval()
+    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [TrieMask()],
+                          tok.pad_id, beam_size=5, num_return=5)
+    assert sorted(h.key_id for h in hyps) == [0, 1, 2]
+    assert sum(math.exp(h.log_prob) for h in hyps) == pytest.approx(1.0, abs=1e-5)
+
+
+# --- (b) the article's case: look-ahead turns 主要成就 into 主讲课程 --------------------------
+QUESTION = "张三主要讲什么课程"
+KEYS = [Key("张三", "主讲课程"), Key("张三", "主要成就")]
+
+
+def article_setup(order="spm", extra_keys=()):
+    kb = KnowledgeBase([Triple(KEYS[0], "数学"), Triple(KEYS[1], "一等奖")] + [Triple(k, "x") for k in extra_keys])
+    strings = [QUESTION] + [s for k in kb.keys for s in (k.subject, k.predicate, k.meaning)]
+    tok = CharTokenizer.build(strings)
+    return kb, tok, KeySpace(kb, tok, order)
+
+
+def preferring_model(tok, arch="bert") -> UniLM:
+    """A real UniLM whose next-token distribution is exp(lm_bias), whatever the input.
+
+    transform = Linear → GELU → LayerNorm: with the Linear zeroed, GELU(0) = 0 and the LayerNorm
+    of a zero vector is its bias (0), so logits = 0 · E^T + lm_bias = lm_bias.
+    """
+    torch.manual_seed(0)
+    model = UniLM(build_backbone(arch, tok.vocab_size, **SIZE)).eval()
+    with torch.no_grad():
+        model.transform[0].weight.zero_()
+        model.transform[0].bias.zero_()
+        model.lm_bias.zero_()
+        model.lm_bias[tok.encode("要")[0]] = math.log(0.6)
+        model.lm_bias[tok.encode("讲")[0]] = math.log(0.4)
+    return model
+
+
+# Hand computation. Key tokens (spm): 张 三 [SEP] 主 {讲 课 程 | 要 成 就} [SEP] [SEP].
+# Every step has one allowed token (probability 1 after the trie mask) except after "张三[SEP]主",
+# where 讲 and 要 are allowed: renormalised over them the model gives 讲 0.4, 要 0.6.
+# Without look-ahead the beam answers 主要成就 with probability 0.6.
+# Look-ahead: question content q = 张三主要讲什么课程; the prefix content 张三主 covers LCS = 3.
+#   via 讲: key content 张三主讲课程, LCS(q, ·) = 6 (张三主讲课程)  → Δ = 3
+#   via 要: key content 张三主要成就, LCS(q, ·) = 4 (张三主要)      → Δ = 1
+# Power rule p^(1/(Δ+1)): 讲 0.4^(1/4) ≈ 0.7953 > 要 0.6^(1/2) ≈ 0.7746, so 主讲课程 wins with
+# probability 0.7953 / (0.7953 + 0.7746) ≈ 0.5066.
+P_JIANG = 0.4 ** 0.25 / (0.4 ** 0.25 + 0.6 ** 0.5)
+
+
+@pytest.mark.parametrize("order", ["spm", "smp"])
+@pytest.mark.parametrize("arch", ["bert", "roformer"])
+def test_article_case_through_the_answerer(arch, order):
+    kb, tok, ks = article_setup(order)
+    model = preferring_model(tok, arch)
+
+    (plain,) = Answerer(ks, tok, lookahead=None)(model, [QUESTION])
+    assert plain[0].triple.key == Key("张三", "主要成就")
+    assert plain[0].triple.obj == "一等奖" and plain[0].objects == ("一等奖",)
+    assert plain[0].confidence == pytest.approx(0.6, abs=1e-5)
+
+    (ahead,) = Answerer(ks, tok, lookahead=LcsPowerLookahead())(model, [QUESTION])
+    assert ahead[0].triple == Triple(Key("张三", "主讲课程"), "数学")
+    assert ahead[0].triple.answer() == "张三 ||| 主讲课程 ||| 数学"
+    assert ahead[0].confidence == pytest.approx(P_JIANG, abs=1e-5)
+    assert P_JIANG > 0.5
+
+    # the additive rule, α = 1: log 0.4 + 3 vs log 0.6 + 1 → 讲 with 0.4e³ / (0.4e³ + 0.6e)
+    (bonus,) = Answerer(ks, tok, lookahead=LcsBonusLookahead(alpha=1.0))(model, [QUESTION])
+    assert bonus[0].triple.key == Key("张三", "主讲课程")
+    p = 0.4 * math.e ** 3 / (0.4 * math.e ** 3 + 0.6 * math.e)
+    assert bonus[0].confidence == pytest.approx(p, abs=1e-5)
+
+    # both keys with num_return=2, in score order, probabilities summing to 1
+    (both,) = Answerer(ks, tok, lookahead=LcsPowerLookahead(), num_return=2)(model, [QUESTION])
+    assert [a.triple.key.predicate for a in both] == ["主讲课程", "主要成就"]
+    assert sum(a.confidence for a in both) == pytest.approx(1.0, abs=1e-5)
+
+
+def context(ks, tok, questions, rows):
+    """A StepContext by hand: rows = (question index, prefix string with | for [SEP])."""
+    prefixes = [[tok.sep_id if c == "|" else tok.encode(c)[0] for c in p] for _, p in rows]
+    assert len({len(p) for p in prefixes}) == 1
+    states = np.array([ks.trie.walk(p) for p in prefixes])
+    assert (states >= 0).all()
+    return StepContext(ks, [tok.encode(q) for q in questions], np.array([q for q, _ in rows]),
+                       torch.tensor(prefixes, dtype=torch.long), states)
+
+
+def test_lcs_gains_at_the_branch():
+    kb, tok, ks = article_setup()
+    other = "张三的主要成就是什么"  # here 要 is the covering token: LCS(·, 张三主要成就) = 6, Δ = 3; 讲: 张三主 → Δ 0
+    ctx = context(ks, tok, [QUESTION, other], [(0, "张三|主"), (1, "张三|主")])
+    gains = LcsLookahead().gains(ctx, tok.vocab_size)
+    assert gains.shape == (2, tok.vocab_size)
+    jiang, yao = tok.encode("讲")[0], tok.encode("要")[0]
+    expected = torch.zeros(2, tok.vocab_size)
+    expected[0, jiang], expected[0, yao] = 3, 1
+    expected[1, jiang], expected[1, yao] = 0, 3
+    torch.testing.assert_close(gains, expected)
+
+    # the power rule from those gains, on the trie-masked model scores
+    scores = torch.full((2, tok.vocab_size), -5.0)
+    scores[:, jiang], scores[:, yao] = math.log(0.4), math.log(0.6)
+    out = LcsPowerLookahead()(TrieMask()(scores, ctx), ctx).exp()
+    assert out[0, jiang].item() == pytest.approx(P_JIANG, abs=1e-6)
+    q = 0.6 ** 0.25 / (0.6 ** 0.25 + 0.4)  # row 1: 要 0.6^(1/4) vs 讲 0.4^(1/1)
+    assert out[1, yao].item() == pytest.approx(q, abs=1e-6)
+    assert out.sum(-1).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+
+
+def test_lcs_gains_do_not_apply_before_the_subject_is_complete():
+    kb, tok, ks = article_setup(extra_keys=[Key("张四", "主讲课程"), Key("李三", "主讲课程")])
+    look = LcsLookahead()
+    zeros = torch.zeros(1, tok.vocab_size)
+    # at the root (李 / 张) and inside S (三 / 四): several tokens allowed, but no [SEP] decoded yet.
+    # Both would have a positive Δ if the rule applied (张 and 三 are in the question, 李 and 四 are not).
+    for prefix in ["", "张"]:
+        ctx = context(ks, tok, [QUESTION], [(0, prefix)])
+        assert (np.bincount(ctx.allowed[0]) > 1).all()
+        torch.testing.assert_close(look.gains(ctx, tok.vocab_size), zeros)
+    # after S, a single allowed token: nothing to re-weight either
+    ctx = context(ks, tok, [QUESTION], [(0, "张三|")])
+    assert len(ctx.allowed[1]) == 1
+    torch.testing.assert_close(look.gains(ctx, tok.vocab_size), zeros)
+    # and once S is complete at a branch the rule does apply, on the same keyspace
+    ctx = context(ks, tok, [QUESTION], [(0, "张三|主")])
+    assert look.gains(ctx, tok.vocab_size).sum() > 0

@@ -1,0 +1,99 @@
+"""The README's commands, run for real: train on toy data, evaluate, predict; KgCLUE smoke run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli import printed_metrics, run_cli
+from kgqa.data.kgclue import read_qa
+from kgqa.data.toy import make_toy
+from kgqa.wandb_offline import read_offline_run
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    run_dir = tmp_path_factory.mktemp("toy") / "run"
+    proc = run_cli("train", "trainer.max_epochs=8", f"hydra.run.dir={run_dir}")
+    return run_dir, printed_metrics(proc)
+
+
+def test_toy_training_learns_held_out_questions(toy_run):
+    run_dir, metrics = toy_run
+    assert metrics["val/em"] >= 0.9 and metrics["test/em"] >= 0.9, metrics
+    assert 0.0 <= metrics["test/f1"] <= 1.0 and metrics["test/emf1"] >= 0.9
+
+
+def test_toy_run_leaves_offline_wandb_run_with_metrics(toy_run):
+    run_dir, metrics = toy_run
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(offline)
+    assert run.group == "toy" and run.name == "toy-roformer-tiny-spm-lcs_power"
+    assert run.config["run_config"]["target"] == "spm"
+    logged = [h["val/em"] for h in run.history if "val/em" in h]
+    assert len(logged) >= 8  # one per epoch, then the final validation
+    assert logged[-1] == pytest.approx(metrics["val/em"], abs=1e-6)
+    wrong = run_dir / "wrong_answers_test.jsonl"
+    assert wrong.is_file()
+
+
+def test_eval_decodes_checkpoint_with_other_settings(toy_run):
+    run_dir, _ = toy_run
+    proc = run_cli("evaluate", f"ckpt={run_dir}", "split=test", "lookahead=none", "decode.beam=1", "logger=csv",
+                   f"hydra.run.dir={run_dir}/eval")
+    assert printed_metrics(proc)["test/em"] >= 0.9
+
+
+def test_predict_answers_a_typed_question_and_rejects_bad_ones(toy_run):
+    run_dir, _ = toy_run
+    example = make_toy().splits["test"][0]
+    proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'")
+    first = next(line for line in proc.stdout.splitlines() if line.startswith("1. "))
+    assert first.startswith(f"1. {example.triple.answer()}  (confidence ")
+    for bad, message in (("'   '", "the question is empty"), ("'" + "问" * 100 + "'", "longer than 64 tokens")):
+        proc = run_cli("predict", f"ckpt={run_dir}", f"question={bad}", check=False)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_truncated_checkpoint_gives_clear_error(toy_run, tmp_path):
+    run_dir, _ = toy_run
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes()[:5000])
+    proc = run_cli("evaluate", f"ckpt={broken}", "logger=csv", f"hydra.run.dir={tmp_path}/eval", check=False)
+    assert proc.returncode != 0 and "is not a readable checkpoint" in proc.stderr
+
+
+def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("train", "data=kgclue", f"data.root={kgclue_root}", "data.source.limit=48", "trainer.max_epochs=1",
+                   "trainer.num_sanity_val_steps=0", "logger=csv", f"hydra.run.dir={run_dir}")
+    metrics = printed_metrics(proc)
+    assert {"val/em", "val/f1", "val/emf1", "test/em", "test/f1", "test/emf1"} <= set(metrics)
+    questions = tmp_path / "test.json"
+    questions.write_text("".join((kgclue_root / "test.json").read_text(encoding="utf-8").splitlines(True)[:16]), encoding="utf-8")
+    out = tmp_path / "predict.json"
+    run_cli("predict", f"ckpt={run_dir}", f"input={questions}", f"output={out}", "decode.beam=2")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [e.id for e in read_qa(questions, labelled=False)]
+    assert all(len(r["answer"].split(" ||| ")) == 3 for r in rows)
+
+
+def test_bad_qa_line_names_file_and_line_or_is_counted(kgclue_root, tmp_path):
+    lines = (kgclue_root / "dev.json").read_text(encoding="utf-8").splitlines(True)[:5]
+    lines[2] = '{"id": 2, "question": "谁?", "answer": "只有 ||| 两段"}\n'
+    for name in ("train.json", "dev.json", "test_public.json"):
+        (tmp_path / name).write_text("".join(lines), encoding="utf-8")
+    proc = run_cli("kb", "data=kgclue", f"data.root={tmp_path}", "kb=gold", check=False)
+    assert proc.returncode != 0 and f"{tmp_path / 'train.json'}:3:" in proc.stderr
+    proc = run_cli("kb", "data=kgclue", f"data.root={tmp_path}", "kb=gold", "data.on_bad_line=skip")
+    assert "skipped 1 bad line(s)" in proc.stderr and json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])["triples"] == 4
+
+
+def test_exported_kb_reloads_as_file_kb(tmp_path):
+    first = run_cli("kb", f"out={tmp_path}")
+    stats = json.loads(first.stdout[: first.stdout.rindex("}") + 1])
+    again = run_cli("kb", "kb=file", f"kb.path={tmp_path / 'Knowledge.txt'}")
+    reloaded = json.loads(again.stdout[: again.stdout.rindex("}") + 1])
+    assert {k: v for k, v in reloaded.items() if k != "build_seconds"} == {k: v for k, v in stats.items() if k != "build_seconds"}
+    assert (tmp_path / "trie-spm" / "token.npy").is_file()

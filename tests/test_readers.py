@@ -1,0 +1,200 @@
+"""KgCLUE readers (QA JSON lines, Knowledge TSV) and the KnowledgeBase built from triples."""
+import gzip
+import json
+import logging
+
+import pytest
+
+from kgqa.data.kb import KnowledgeBase
+from kgqa.data.kgclue import read_knowledge, read_qa
+from kgqa.data.triples import DataError, Key, Triple
+
+
+def qa_line(question=None, answer=None, **extra):
+    row = dict(extra)
+    if question is not None:
+        row["question"] = question
+    if answer is not None:
+        row["answer"] = answer
+    return json.dumps(row, ensure_ascii=False)
+
+
+GOOD = [
+    qa_line("张三主要讲什么课程", "张三 ||| 主讲课程 ||| 数学", id=7),
+    qa_line("郑多彬是做什么的", "郑多彬（韩国女演员（2000年出生）） ||| 职业 ||| 演员   歌手", id=8),
+]
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_read_qa_good_lines(tmp_path):
+    path = write(tmp_path / "train.json", [GOOD[0], "", "   ", GOOD[1]])  # blank lines are ignored
+    examples = read_qa(path)
+    assert [e.id for e in examples] == [7, 8]
+    assert [e.question for e in examples] == ["张三主要讲什么课程", "郑多彬是做什么的"]
+    assert examples[0].triple == Triple(Key("张三", "主讲课程"), "数学")
+    assert examples[1].triple == Triple(Key("郑多彬", "职业", "韩国女演员（2000年出生）"), "演员 歌手")
+
+
+def test_read_qa_default_id_is_line_index(tmp_path):
+    path = write(tmp_path / "dev.json", [qa_line("q1", "a ||| b ||| c"), qa_line("q2", "d ||| e ||| f")])
+    assert [e.id for e in read_qa(path)] == [0, 1]
+
+
+def test_read_qa_unlabelled(tmp_path):
+    path = write(tmp_path / "test.json", [qa_line("q1", id=1), qa_line("q2", "a ||| b ||| c", id=2)])
+    examples = read_qa(path, labelled=False)
+    assert [e.triple for e in examples] == [None, Triple(Key("a", "b"), "c")]
+    with pytest.raises(DataError, match=r"test\.json:1:"):
+        read_qa(path)  # labelled by default: a missing answer is an error
+
+
+def test_read_qa_unlabelled_non_string_answer(tmp_path):
+    path = write(tmp_path / "test.json", [qa_line("q1", id=1), json.dumps({"question": "q2", "answer": None})])
+    with pytest.raises(DataError, match=r"test\.json:2:"):
+        read_qa(path, labelled=False)
+
+
+BAD_QA = {
+    "not json": '{"question": "q", "answer": ',
+    "json but not an object": '["q", "a ||| b ||| c"]',
+    "missing question": qa_line(answer="a ||| b ||| c"),
+    "question not a string": json.dumps({"question": 3, "answer": "a ||| b ||| c"}),
+    "missing answer": qa_line("q"),
+    "answer with one separator": qa_line("q", "a ||| b"),
+    "answer without spaced separators": qa_line("q", "a|||b|||c"),
+    "answer with three separators": qa_line("q", "a ||| b ||| c ||| d"),
+    "answer with an empty predicate": qa_line("q", "a |||  ||| c"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_QA.values()), ids=list(BAD_QA))
+@pytest.mark.parametrize("lineno", [1, 3])
+def test_read_qa_bad_line_names_file_and_line(tmp_path, bad, lineno):
+    lines = [GOOD[0], GOOD[1]]
+    lines.insert(lineno - 1, bad)
+    path = write(tmp_path / "train.json", lines)
+    with pytest.raises(DataError) as err:
+        read_qa(path)
+    assert f"{path}:{lineno}:" in str(err.value)
+
+
+def test_read_qa_skip_counts_and_logs(tmp_path, caplog):
+    path = write(tmp_path / "train.json", [BAD_QA["not json"], GOOD[0], BAD_QA["missing answer"], GOOD[1]])
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        examples = read_qa(path, on_bad_line="skip")
+    assert [e.id for e in examples] == [7, 8]
+    assert any("skipped 2" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+
+
+def test_read_qa_skip_logs_nothing_when_clean(tmp_path, caplog):
+    path = write(tmp_path / "train.json", GOOD)
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        assert len(read_qa(path, on_bad_line="skip")) == 2
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
+def test_on_bad_line_must_be_known(tmp_path):
+    path = write(tmp_path / "train.json", GOOD)
+    with pytest.raises(ValueError, match="on_bad_line"):
+        read_qa(path, on_bad_line="ignore")
+
+
+# --- knowledge ---------------------------------------------------------------------------
+KNOWLEDGE = [
+    "张三\t主讲课程\t数学",
+    "郑多彬（韩国女演员（2000年出生））\t职业\t演员   歌手",
+    "张三\t主要成就\t一等奖",
+]
+EXPECTED = [
+    Triple(Key("张三", "主讲课程"), "数学"),
+    Triple(Key("郑多彬", "职业", "韩国女演员（2000年出生）"), "演员 歌手"),
+    Triple(Key("张三", "主要成就"), "一等奖"),
+]
+
+
+def test_read_knowledge_tsv(tmp_path):
+    path = write(tmp_path / "Knowledge.txt", KNOWLEDGE)
+    assert list(read_knowledge(path)) == EXPECTED
+
+
+def test_read_knowledge_crlf(tmp_path):
+    path = tmp_path / "Knowledge.txt"
+    path.write_bytes(("\r\n".join(KNOWLEDGE) + "\r\n").encode("utf-8"))
+    assert list(read_knowledge(path)) == EXPECTED
+
+
+def test_read_knowledge_gz(tmp_path):
+    path = tmp_path / "Knowledge.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(KNOWLEDGE) + "\n")
+    assert list(read_knowledge(path)) == EXPECTED
+
+
+BAD_KNOWLEDGE = {
+    "two fields": "张三\t主讲课程",
+    "four fields": "张三\t主讲课程\t数学\t物理",
+    "empty subject": "\t主讲课程\t数学",
+    "empty predicate": "张三\t\t数学",
+    "blank object": "张三\t主讲课程\t  ",
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_KNOWLEDGE.values()), ids=list(BAD_KNOWLEDGE))
+def test_read_knowledge_bad_line(tmp_path, bad):
+    path = write(tmp_path / "Knowledge.txt", KNOWLEDGE[:2] + [bad] + KNOWLEDGE[2:])
+    with pytest.raises(DataError) as err:
+        list(read_knowledge(path))
+    assert f"{path}:3:" in str(err.value)
+
+
+def test_read_knowledge_skip_counts(tmp_path, caplog):
+    lines = [BAD_KNOWLEDGE["two fields"], KNOWLEDGE[0], KNOWLEDGE[1], BAD_KNOWLEDGE["four fields"],
+             BAD_KNOWLEDGE["empty predicate"], KNOWLEDGE[2]]
+    path = write(tmp_path / "Knowledge.txt", lines)
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        assert list(read_knowledge(path, on_bad_line="skip")) == EXPECTED
+    assert any("skipped 3" in r.getMessage() for r in caplog.records)
+
+
+# --- knowledge base ----------------------------------------------------------------------
+def test_kb_objects_in_file_order_without_duplicates():
+    k1, k2 = Key("张三", "主讲课程"), Key("李四", "职业", "演员")
+    triples = [Triple(k1, "数学"), Triple(k2, "演员"), Triple(k1, "物理"), Triple(k1, "数学"),
+               Triple(k2, "演员"), Triple(k1, "化学")]
+    kb = KnowledgeBase(triples)
+    assert len(kb) == 2
+    assert k1 in kb and k2 in kb and Key("张三", "职业") not in kb
+    assert kb.keys == sorted([k1, k2])
+    assert kb.objects[kb.key_id(k1)] == ["数学", "物理", "化学"]
+    assert kb.objects[kb.key_id(k2)] == ["演员"]
+    assert kb.answer(kb.key_id(k1)) == "数学"
+    assert kb.answer(kb.key_id(k2)) == "演员"
+    # triples() gives every distinct (key, object) once, keys in id order, objects in file order
+    assert list(kb.triples()) == [Triple(k, o) for k in kb.keys for o in {k1: ["数学", "物理", "化学"], k2: ["演员"]}[k]]
+
+
+def test_kb_key_ids_do_not_depend_on_input_order():
+    triples = EXPECTED + [Triple(Key("王五", "职业"), "教师")]
+    a, b = KnowledgeBase(triples), KnowledgeBase(list(reversed(triples)))
+    assert a.keys == b.keys
+    assert all(a.key_id(k) == b.key_id(k) == i for i, k in enumerate(a.keys))
+
+
+def test_kb_from_knowledge_file(tmp_path):
+    path = write(tmp_path / "Knowledge.txt", KNOWLEDGE + ["张三\t主讲课程\t物理", "张三\t主讲课程\t数学"])
+    kb = KnowledgeBase(read_knowledge(path))
+    assert len(kb) == 3
+    key = Key("张三", "主讲课程")
+    assert kb.objects[kb.key_id(key)] == ["数学", "物理"]
+    assert kb.answer(kb.key_id(key)) == "数学"
+    stats = kb.stats()
+    assert stats["triples"] == 4 and stats["keys"] == 3 and stats["subjects"] == 2 and stats["predicates"] == 3
+
+
+def test_read_knowledge_ignores_blank_lines(tmp_path):
+    path = write(tmp_path / "kb.txt", ["张三\t主讲课程\t物理", "", "李四\t职业\t教师", ""])
+    assert [t.key.subject for t in read_knowledge(path)] == ["张三", "李四"]

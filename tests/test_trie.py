@@ -1,0 +1,162 @@
+"""The flat-array prefix trie against a brute-force dict reference."""
+import json
+import random
+
+import numpy as np
+import pytest
+
+from kgqa.trie import ARRAYS, Trie
+
+
+def random_sequences(seed: int, n: int, vocab: int, max_len: int) -> list[tuple[int, ...]]:
+    """Distinct random sequences, none a prefix of another (prefixes of others are dropped)."""
+    rng = random.Random(seed)
+    seqs = {tuple(rng.randrange(vocab) for _ in range(rng.randint(1, max_len))) for _ in range(n)}
+    return [s for s in seqs if not any(o != s and o[: len(s)] == s for o in seqs)]
+
+
+class Reference:
+    """What the trie should answer, computed naively from the sequences."""
+
+    def __init__(self, seqs, values):
+        self.next: dict[tuple, set] = {}
+        self.under: dict[tuple, list] = {}
+        for s, v in zip(seqs, values):
+            for d in range(len(s) + 1):
+                self.next.setdefault(s[:d], set())
+                self.under.setdefault(s[:d], []).append(v)
+                if d < len(s):
+                    self.next[s[:d]].add(s[d])
+        self.full = set(seqs)
+
+
+def explore(trie: Trie):
+    """Every (prefix, node) reachable from the root through allowed_tokens / step."""
+    out, frontier = {(): Trie.ROOT}, [((), Trie.ROOT)]
+    while frontier:
+        prefix, node = frontier.pop()
+        which, toks = trie.allowed_tokens(np.array([node]))
+        assert (which == 0).all()
+        nxt = trie.step(np.full(len(toks), node), toks)
+        for t, child in zip(toks.tolist(), nxt.tolist()):
+            assert child > 0
+            out[prefix + (t,)] = child
+            frontier.append((prefix + (t,), child))
+    return out
+
+
+CASES = [(0, 60, 4, 6), (1, 200, 7, 8), (2, 30, 2, 10), (3, 5, 50, 3), (4, 1, 3, 4)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"seed{c[0]}" for c in CASES])
+def built(request):
+    seed, n, vocab, max_len = request.param
+    seqs = random_sequences(seed, n, vocab, max_len)
+    values = random.Random(seed).sample(range(10 * len(seqs) + 10), len(seqs))
+    return seqs, values, Trie.build(seqs, values), Reference(seqs, values)
+
+
+def check_against_reference(trie: Trie, ref: Reference, rng: random.Random):
+    nodes = explore(trie)
+    assert set(nodes) == set(ref.next)  # exactly the prefixes of the sequences
+    assert len(set(nodes.values())) == len(nodes) == trie.num_nodes  # one node per prefix
+    prefixes = sorted(nodes)
+    states = np.array([nodes[p] for p in prefixes])
+
+    # allowed tokens, batched over all nodes at once, grouped by state and sorted
+    which, toks = trie.allowed_tokens(states)
+    assert (np.diff(which) >= 0).all()
+    for i, p in enumerate(prefixes):
+        got = toks[which == i].tolist()
+        assert got == sorted(ref.next[p])
+
+    # is_leaf, batched
+    np.testing.assert_array_equal(trie.is_leaf(states), [p in ref.full for p in prefixes])
+
+    # values_under: every sequence through the node, one at a leaf
+    for p, s in zip(prefixes, states):
+        got = trie.values_under(int(s)).tolist()
+        assert sorted(got) == sorted(ref.under[p])
+        assert trie.walk(p) == s
+
+    # step on a batch with random tokens, some allowed and some not
+    tokens = np.array([rng.randrange(-1, 60) for _ in prefixes])
+    expected = [nodes.get(p + (t,), -1) for p, t in zip(prefixes, tokens.tolist())]
+    np.testing.assert_array_equal(trie.step(states, tokens), expected)
+    # step along the allowed tokens of a permuted batch (states repeat)
+    perm = np.array([rng.randrange(len(prefixes)) for _ in range(3 * len(prefixes))])
+    for _ in range(3):
+        toks = [rng.choice(sorted(ref.next[prefixes[i]]) or [0]) for i in perm]
+        expected = [nodes.get(prefixes[i] + (t,), -1) for i, t in zip(perm, toks)]
+        np.testing.assert_array_equal(trie.step(states[perm], np.array(toks)), expected)
+
+    assert trie.walk((999,)) == -1
+
+
+def test_trie_matches_reference(built):
+    seqs, values, trie, ref = built
+    check_against_reference(trie, ref, random.Random(0))
+
+
+def test_default_values_are_indices():
+    seqs = random_sequences(5, 40, 5, 5)
+    trie = Trie.build(seqs)
+    for i, s in enumerate(seqs):
+        leaf = trie.walk(s)
+        assert trie.is_leaf(np.array([leaf]))[0]
+        assert trie.values_under(leaf).tolist() == [i]
+
+
+def test_save_load_round_trip(built, tmp_path):
+    seqs, values, trie, ref = built
+    trie.save(tmp_path / "trie")
+    loaded = Trie.load(tmp_path / "trie")  # memory-mapped by default
+    for name in ARRAYS:
+        arr = getattr(loaded, name)
+        assert isinstance(arr, np.memmap)
+        assert arr.dtype == np.asarray(getattr(trie, name)).dtype
+        np.testing.assert_array_equal(arr, getattr(trie, name))
+    check_against_reference(loaded, ref, random.Random(0))
+    in_memory = Trie.load(tmp_path / "trie", mmap=False)
+    assert not isinstance(in_memory.token, np.memmap)
+    np.testing.assert_array_equal(in_memory.row_value, trie.row_value)
+
+
+def test_load_rejects_folders_that_are_not_tries(tmp_path):
+    with pytest.raises(ValueError, match="not a saved kgqa trie"):
+        Trie.load(tmp_path)  # empty folder
+    with pytest.raises(ValueError):
+        Trie.load(tmp_path / "missing")
+    (tmp_path / "trie.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a saved kgqa trie"):
+        Trie.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "seqs",
+    [
+        [(1, 2), (1, 2, 3)],
+        [(1, 2, 3), (4,), (1, 2)],  # the prefix comes later
+        [(5,), (5, 0, 0)],
+        [(1, 2), (3,), (1, 2)],  # equal sequences
+        [(2, 1), (1,), (1, 0), (0,), (1, 0, 1)],
+    ],
+)
+def test_prefix_of_another_raises(seqs):
+    with pytest.raises(ValueError, match="prefix"):
+        Trie.build(seqs)
+
+
+def test_not_a_prefix_is_fine():
+    trie = Trie.build([(1, 2), (1, 3, 0), (2,)])
+    assert trie.num_nodes == 6
+    assert trie.values_under(trie.walk((1,))).tolist() == [0, 1]
+
+
+def test_empty_trie():
+    trie = Trie.build([])
+    assert trie.num_nodes == 1
+    assert trie.is_leaf(np.array([Trie.ROOT]))[0]
+    which, toks = trie.allowed_tokens(np.array([Trie.ROOT]))
+    assert len(which) == len(toks) == 0
+    assert len(trie.values_under(Trie.ROOT)) == 0
