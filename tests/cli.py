@@ -1,6 +1,7 @@
 """Run the console scripts as a user would, in a subprocess with W&B offline."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,3 +23,8 @@ def run_cli(script: str, *overrides: str, check: bool = True, timeout: int = 900
 
 def printed_metrics(proc: subprocess.CompletedProcess) -> dict[str, float]:
     return {k: float(v) for k, v in METRIC_LINE.findall(proc.stdout)}
+
+
+def printed_json(proc: subprocess.CompletedProcess) -> dict:
+    """The JSON object a script printed over several lines (log lines may come before it)."""
+    return json.loads(re.search(r"^\{$.*?^\}$", proc.stdout, re.M | re.S).group(0))

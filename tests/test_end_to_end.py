@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import printed_metrics, run_cli
+from cli import printed_json, printed_metrics, run_cli
 from kgqa.data.kgclue import read_qa
 from kgqa.data.toy import make_toy
 from kgqa.wandb_offline import read_offline_run
@@ -87,13 +87,13 @@ def test_bad_qa_line_names_file_and_line_or_is_counted(kgclue_root, tmp_path):
     proc = run_cli("kb", "data=kgclue", f"data.root={tmp_path}", "kb=gold", check=False)
     assert proc.returncode != 0 and f"{tmp_path / 'train.json'}:3:" in proc.stderr
     proc = run_cli("kb", "data=kgclue", f"data.root={tmp_path}", "kb=gold", "data.on_bad_line=skip")
-    assert "skipped 1 bad line(s)" in proc.stderr and json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])["triples"] == 4
+    assert "skipped 1 bad line(s)" in proc.stdout + proc.stderr and printed_json(proc)["triples"] == 4
 
 
 def test_exported_kb_reloads_as_file_kb(tmp_path):
     first = run_cli("kb", f"out={tmp_path}")
-    stats = json.loads(first.stdout[: first.stdout.rindex("}") + 1])
+    stats = printed_json(first)
     again = run_cli("kb", "kb=file", f"kb.path={tmp_path / 'Knowledge.txt'}")
-    reloaded = json.loads(again.stdout[: again.stdout.rindex("}") + 1])
+    reloaded = printed_json(again)
     assert {k: v for k, v in reloaded.items() if k != "build_seconds"} == {k: v for k, v in stats.items() if k != "build_seconds"}
     assert (tmp_path / "trie-spm" / "token.npy").is_file()
