@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
 
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample
@@ -23,12 +26,46 @@ def build_tokenizer(pretrained: str | None, train: list[QAExample], kb: Knowledg
     return CharTokenizer.build([e.question for e in train] + list(kb_strings))
 
 
+class BucketBatchSampler(Sampler[list[int]]):
+    """Training batches of similar length (little padding), shuffled from (seed, epoch), sharded over ranks.
+
+    The order depends only on the seed and the epoch, so a run resumed at an epoch
+    boundary sees the same batches as one that never stopped. Every rank gets the same
+    number of batches (DDP needs that): the last batches are repeated to fill up.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 batches_per_bucket: int = 50):
+        self.lengths, self.batch_size, self.seed = np.asarray(lengths), batch_size, seed
+        self.rank, self.world_size, self.bucket = rank, world_size, batch_size * batches_per_bucket
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.bucket):
+            chunk = order[start : start + self.bucket]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        batches += batches[: len(self) * self.world_size - len(batches)]
+        return iter(batches[self.rank :: self.world_size])
+
+
 class KgqaDataModule(L.LightningDataModule):
     def __init__(self, source, kb_source, target: str = "spm", batch_size: int = 32, eval_batch_size: int = 64,
                  max_question_len: int = 64, num_workers: int = 0, pretrained: str | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, seed: int = 0):
         """`tokenizer` is given when restoring a trained model (its saved vocabulary)."""
         super().__init__()
+        self.seed = seed  # training batch order depends on (seed, epoch) only
         self.source, self.kb_source, self.target = source, kb_source, target
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_question_len, self.pretrained = max_question_len, pretrained
@@ -73,15 +110,25 @@ class KgqaDataModule(L.LightningDataModule):
             valid[i, : len(q) + len(t)] = True
         return {"input_ids": ids, "segment_ids": segments, "valid": valid, "examples": examples}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers)
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        rank, world = self._ranks()
+        lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in self.splits["train"]]
+        sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world)
+        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Each rank decodes its own share, no example twice (no padding), so summed metrics are exact."""
+        rank, world = self._ranks()
+        sampler = UnrepeatedDistributedSampler(self.splits[split], num_replicas=world, rank=rank, shuffle=False)
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")

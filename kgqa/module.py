@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.loggers import WandbLogger
 from transformers import get_linear_schedule_with_warmup
 
@@ -20,8 +21,9 @@ WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
 
 class KgqaModule(L.LightningModule):
     def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
-                 run_config: dict | None = None):
-        """`run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
+                 seed: int = 0, factors: dict | None = None, run_config: dict | None = None):
+        """`factors`: flat config columns for comparing runs; `run_config`: the resolved run config,
+        kept in the checkpoint so a run can be re-created."""
         super().__init__()
         self.save_hyperparameters()
         arch = dict(backbone)
@@ -29,10 +31,18 @@ class KgqaModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.answerer: Answerer | None = None
         self.wrong_answers: list[list[Any]] = []
+        self.lookahead_cfg = lookahead  # the rule decoding uses; ablations swap it after training
+        self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
+        self.val_history: list[dict[str, float]] = []  # per-epoch val metrics, for reports
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         self.answerer = self.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, dm.eval_batch_size)
+
+    def on_train_epoch_start(self) -> None:
+        """Dropout draws depend only on (seed, epoch, rank): a run resumed at an epoch boundary
+        continues exactly as one that never stopped."""
+        seed_everything(self.hparams.seed + self.current_epoch * self.trainer.world_size + self.global_rank, verbose=False)
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:
@@ -40,7 +50,7 @@ class KgqaModule(L.LightningModule):
                 logger.experiment.define_metric("val/emf1", summary="max")
 
     def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
-        lookahead = instantiate(self.hparams.lookahead) if self.hparams.lookahead else None
+        lookahead = instantiate(self.lookahead_cfg) if self.lookahead_cfg else None
         d = self.hparams.decode
         return Answerer(keyspace, tokenizer, lookahead, beam=d["beam"], num_return=d.get("num_return", 1),
                         max_question_len=max_question_len, batch_size=batch_size)
@@ -75,17 +85,25 @@ class KgqaModule(L.LightningModule):
                                for e, a in zip(examples, answers) if a.triple != e.triple]
 
     def _log_epoch(self, stage: str) -> None:
-        for name, value in self.metrics[stage].compute().items():
-            self.log(f"{stage}/{name}", value.float(), prog_bar=name == "em")
+        prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
+        metrics = {f"{prefix}{name}": value.float() for name, value in self.metrics[stage].compute().items()}
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=name.endswith("/em"))
         self.metrics[stage].reset()
         rows, self.wrong_answers = self.wrong_answers, []
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
+        if stage == "val" and self.trainer.state.fn == "fit":
+            self.val_history.append({"epoch": self.current_epoch, **{k: float(v) for k, v in metrics.items()}})
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table(key=f"{stage}/wrong_answers", columns=WRONG_ANSWER_COLUMNS, data=rows)
+                logger.log_table(key=f"{prefix}wrong_answers", columns=WRONG_ANSWER_COLUMNS, data=rows)
         if self.trainer.log_dir:
-            path = Path(self.trainer.log_dir) / f"wrong_answers_{stage}.jsonl"
+            path = Path(self.trainer.log_dir) / f"wrong_answers_{prefix.strip('/').replace('/', '_')}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(dict(zip(WRONG_ANSWER_COLUMNS, r)), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 

@@ -33,13 +33,13 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
     d = cfg.data
     return KgqaDataModule(instantiate(d.source), instantiate(cfg.kb), target=cfg.target, batch_size=d.batch_size,
                           eval_batch_size=d.eval_batch_size, max_question_len=d.max_question_len,
-                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer)
+                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed)
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
     c = OmegaConf.to_container(cfg, resolve=True)
     return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], decode=c["decode"],
-                      lookahead=c.get("lookahead"), run_config=c)
+                      lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
