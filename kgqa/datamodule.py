@@ -118,14 +118,20 @@ class KgqaDataModule(L.LightningDataModule):
         rank, world = self._ranks()
         lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in self.splits["train"]]
         sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world)
-        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers,
+                          generator=self._private_generator())
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Each rank decodes its own share, no example twice (no padding), so summed metrics are exact."""
         rank, world = self._ranks()
         sampler = UnrepeatedDistributedSampler(self.splits[split], num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(self.splits[split], batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=self._private_generator())
+
+    def _private_generator(self) -> torch.Generator:
+        """Loaders draw their worker seeds from here, not from the global RNG that dropout uses:
+        Lightning creates iterators at other moments when it resumes, which would shift dropout."""
+        return torch.Generator().manual_seed(self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

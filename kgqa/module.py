@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
@@ -13,7 +14,8 @@ from lightning.pytorch.loggers import WandbLogger
 from transformers import get_linear_schedule_with_warmup
 
 from kgqa.answerer import Answerer
-from kgqa.metrics import KgclueMetric
+from kgqa.calibration import expected_calibration_error, write_calibration
+from kgqa.metrics import KgclueMetric, exact_match
 from kgqa.model import UniLM, build_backbone
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
@@ -31,6 +33,7 @@ class KgqaModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.answerer: Answerer | None = None
         self.wrong_answers: list[list[Any]] = []
+        self.scored: list[tuple[float, bool]] = []  # (confidence, object correct) per question, for calibration
         self.lookahead_cfg = lookahead  # the rule decoding uses; ablations swap it after training
         self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
         self.val_history: list[dict[str, float]] = []  # per-epoch val metrics, for reports
@@ -83,6 +86,7 @@ class KgqaModule(L.LightningModule):
         self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
         self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4)]
                                for e, a in zip(examples, answers) if a.triple != e.triple]
+        self.scored += [(a.confidence, bool(exact_match(a.triple.obj, e.triple.obj))) for e, a in zip(examples, answers)]
 
     def _log_epoch(self, stage: str) -> None:
         prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
@@ -90,22 +94,34 @@ class KgqaModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name.endswith("/em"))
         self.metrics[stage].reset()
-        rows, self.wrong_answers = self.wrong_answers, []
-        if self.trainer.world_size > 1:
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows, scored = self._gather(self.wrong_answers), self._gather(self.scored)
+        self.wrong_answers, self.scored = [], []
+        if scored:  # gathered on every rank, so every rank logs the same value
+            confidence, correct = np.array(scored, dtype=float).T
+            self.log(f"{prefix}ece", expected_calibration_error(confidence, correct))
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         if stage == "val" and self.trainer.state.fn == "fit":
             self.val_history.append({"epoch": self.current_epoch, **{k: float(v) for k, v in metrics.items()}})
+        tag = prefix.strip("/").replace("/", "_")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{prefix}wrong_answers", columns=WRONG_ANSWER_COLUMNS, data=rows)
-        if self.trainer.log_dir:
-            path = Path(self.trainer.log_dir) / f"wrong_answers_{prefix.strip('/').replace('/', '_')}.jsonl"
+        if log_dir:
+            path = Path(log_dir) / f"wrong_answers_{tag}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(dict(zip(WRONG_ANSWER_COLUMNS, r)), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            if stage == "test" and scored:
+                write_calibration(scored, Path(log_dir) / f"calibration_{tag}.json")
+
+    def _gather(self, rows: list) -> list:
+        """Every rank's rows, on every rank (evaluation is sharded)."""
+        if self.trainer.world_size == 1:
+            return rows
+        gathered = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        return [r for part in gathered for r in part]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -13,6 +13,7 @@ import rich.tree
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -89,9 +90,20 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -
                        plugins=[AtomicCheckpointIO()], **overrides)
 
 
-def checkpoint_callback(cfg: DictConfig) -> ModelCheckpoint:
-    return ModelCheckpoint(dirpath=Path(cfg.output_dir) / "checkpoints", filename="best", monitor="val/emf1",
-                           mode="max", save_last=True)
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run: the jobs of a multirun share one process, and each must get its own run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
+def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """best.ckpt (by val EMF1) and last.ckpt (every epoch, to resume from; Lightning's save_last
+    only follows saves of the monitored checkpoint, so it can lag behind)."""
+    folder = Path(cfg.output_dir) / "checkpoints"
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/emf1", mode="max", enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
+    return best, last
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
@@ -108,7 +120,7 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`."""
     ckpt = load_checkpoint(resolve_checkpoint(ckpt_path))
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    merged = OmegaConf.merge({k: run[k] for k in ("data", "kb", "target", "backbone", "optim", "seed")}, cfg)
+    merged = OmegaConf.merge({k: run[k] for k in ("data", "kb", "target", "backbone", "optim", "seed", "factors") if k in run}, cfg)
     if cfg.get("data_root"):
         merged.data.root = merged.data.source.root = cfg.data_root
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:

@@ -51,6 +51,8 @@ def test_predict_answers_a_typed_question_and_rejects_bad_ones(toy_run):
     proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'")
     first = next(line for line in proc.stdout.splitlines() if line.startswith("1. "))
     assert first.startswith(f"1. {example.triple.answer()}  (confidence ")
+    proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'", "decode.min_confidence=1.01")
+    assert "no confident answer" in proc.stdout
     for bad, message in (("'   '", "the question is empty"), ("'" + "问" * 100 + "'", "longer than 64 tokens")):
         proc = run_cli("predict", f"ckpt={run_dir}", f"question={bad}", check=False)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
@@ -97,3 +99,24 @@ def test_exported_kb_reloads_as_file_kb(tmp_path):
     reloaded = printed_json(again)
     assert {k: v for k, v in reloaded.items() if k != "build_seconds"} == {k: v for k, v in stats.items() if k != "build_seconds"}
     assert (tmp_path / "trie-spm" / "token.npy").is_file()
+
+
+def test_pretrained_backbone_trains_and_restores(tmp_path):
+    """backbone.pretrained loads weights and tokenizer with from_pretrained (a tiny model saved here)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    toy = make_toy()
+    chars = sorted({c for t in toy.triples for s in (t.key.subject, t.key.predicate, t.key.meaning) for c in s}
+                   | {c for e in toy.splits["train"] for c in e.question})
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8")
+    model_dir = tmp_path / "tiny-bert"
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=False).save_pretrained(model_dir)
+    BertModel(BertConfig(vocab_size=len(chars) + 5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128)).save_pretrained(model_dir)
+    run_dir = tmp_path / "run"
+    proc = run_cli("train", "backbone=bert", f"backbone.pretrained={model_dir}", "trainer.max_epochs=1",
+                   "trainer.num_sanity_val_steps=0", "logger=csv", f"hydra.run.dir={run_dir}")
+    trained = printed_metrics(proc)
+    again = printed_metrics(run_cli("evaluate", f"ckpt={run_dir}", "split=test", "logger=csv", f"hydra.run.dir={tmp_path}/eval"))
+    assert again["test/em"] == trained["test/em"] and again["test/f1"] == trained["test/f1"]

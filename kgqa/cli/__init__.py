@@ -1,4 +1,5 @@
 """Thin Hydra entry points over conf/."""
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,13 +17,35 @@ def sweep_group(default: str) -> str:
     return default
 
 
+SWEEP_SYNTAX = (",", "range(", "choice(", "interval(", "glob(")
+
+
+def swept_keys() -> set[str]:
+    """Keys a multirun varies: comma lists or sweep functions on the command line, or sweeper params."""
+    from_cli = {a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:] if "=" in a and any(x in a.split("=", 1)[1] for x in SWEEP_SYNTAX)}
+    return from_cli | set(HydraConfig.get().sweeper.get("params") or {})
+
+
 def override_name(default: str) -> str:
-    """A multirun job is named from its overrides (what the sweep varies); a single run keeps `default`."""
+    """A multirun job is named after the values it sweeps (e.g. "target=smp,seed=1"); a single run keeps `default`."""
     hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN and hc.job.override_dirname:
-        return hc.job.override_dirname.replace("/", "_")
-    return default
+    if hc.mode != RunMode.MULTIRUN:
+        return default
+    keys = swept_keys()
+    swept = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") in keys]
+    return ",".join(swept).replace("/", "_") or default
 
 
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("override_name", override_name, replace=True)
+
+
+def reporting_errors(entry, cfg):
+    """Bad input (data, checkpoints, paths) ends with its message, not a stack trace."""
+    from kgqa.data.triples import DataError
+    from kgqa.runtime import CheckpointError
+
+    try:
+        return entry(cfg)
+    except (DataError, CheckpointError, FileNotFoundError) as e:
+        raise SystemExit(f"kgqa: {e}") from None

@@ -1,9 +1,12 @@
 """kgqa-eval: decode a checkpoint on val or test with any decode/look-ahead settings."""
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR
-from kgqa.runtime import build_trainer, print_config, print_metrics, restore
+from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.report import write_run_metrics
+from kgqa.runtime import build_trainer, finish_loggers, print_config, print_metrics, restore
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -15,13 +18,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run = trainer.validate if cfg.split == "val" else trainer.test
     (result,) = run(module, dm)
     metrics = {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
+    if trainer.is_global_zero:
+        write_run_metrics(Path(cfg.output_dir), cfg.factors, metrics, name=cfg.run_name, checkpoint=str(cfg.ckpt))
+    finish_loggers(trainer)
     print_metrics(metrics)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> float:
-    return evaluate(cfg)[f"{cfg.split}/emf1"]
+    return reporting_errors(evaluate, cfg)[f"{cfg.split}/emf1"]
 
 
 if __name__ == "__main__":

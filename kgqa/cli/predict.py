@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR
+from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.data.kgclue import read_qa
 from kgqa.runtime import restore
 
@@ -23,7 +23,11 @@ def predict(cfg: DictConfig) -> None:
             question = answerer.check_question(str(cfg.question))
         except ValueError as e:
             raise SystemExit(f"kgqa-predict: {e}") from None
-        for rank, a in enumerate(answerer(module.model, [question])[0], 1):
+        answers = answerer(module.model, [question])[0]
+        if answers[0].confidence < cfg.decode.min_confidence:
+            print(f"no confident answer: the best has confidence {answers[0].confidence:.3f} < decode.min_confidence")
+            return
+        for rank, a in enumerate(answers, 1):
             print(f"{rank}. {a.triple.answer()}  (confidence {a.confidence:.3f})")
             if len(a.objects) > 1:
                 print(f"   all objects: {' | '.join(a.objects)}")
@@ -39,7 +43,7 @@ def predict(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    reporting_errors(predict, cfg)
 
 
 if __name__ == "__main__":

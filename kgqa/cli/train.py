@@ -8,10 +8,10 @@ from hydra import compose
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli import CONFIG_DIR
+from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.report import write_run_metrics
-from kgqa.runtime import (CheckpointError, build_datamodule, build_module, build_trainer, checkpoint_callback,
-                          print_config, print_metrics)
+from kgqa.runtime import (CheckpointError, build_datamodule, build_module, build_trainer, checkpoint_callbacks,
+                          finish_loggers, print_config, print_metrics)
 
 RUN_CONFIG, RUN_INFO = "run_config.yaml", "run.json"
 
@@ -49,8 +49,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm = build_datamodule(cfg)
     dm.setup()
     module = build_module(cfg, dm.tokenizer.vocab_size)
-    ckpt = checkpoint_callback(cfg)
-    trainer = build_trainer(cfg, callbacks=[ckpt])
+    best_ckpt, last_ckpt = checkpoint_callbacks(cfg)
+    trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt])
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / RUN_CONFIG)
@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (run_dir / RUN_INFO).write_text(json.dumps({"wandb_id": wandb.version} if wandb else {}))
     trainer.fit(module, dm, ckpt_path=resume_from, weights_only=True)
 
-    best = ckpt.best_model_path or None
+    best = best_ckpt.best_model_path or None
     metrics: dict[str, float] = {}
     for tag, lookahead in decode_variants(cfg):
         module.eval_tag, module.lookahead_cfg = tag, lookahead
@@ -68,13 +68,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_run_metrics(run_dir, cfg.get("factors", {}), metrics, name=cfg.run_name, history=module.val_history,
                           checkpoint=best)
+    finish_loggers(trainer)
     print_metrics(metrics)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)["val/emf1"]
+    return reporting_errors(train, cfg)["val/emf1"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""Experiment workflow for real: multirun sweeps, distributed evaluation, resume after kill -9,
+cluster settings, reports."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from cli import ROOT, printed_metrics, run_cli
+from kgqa.cli import CONFIG_DIR
+from kgqa.report import collect, report
+from kgqa.wandb_offline import read_offline_run
+
+SMALL_TOY = ["+data.source.n_entities=300"]
+
+
+@pytest.fixture(scope="module")
+def trained_toy(tmp_path_factory) -> Path:
+    """A partly trained toy model: some answers right, some wrong, so metric comparisons mean something."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    run_cli("train", "trainer.max_epochs=3", "logger=csv", *SMALL_TOY, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_multirun_sweep_shares_one_wandb_group_and_writes_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("train", "-m", "target=spm,smp", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", *SMALL_TOY,
+            f"hydra.sweep.dir={sweep}")
+    runs = sorted(sweep.glob("*/wandb/offline-run-*"))
+    assert len(runs) == 2
+    read = [read_offline_run(r) for r in runs]
+    assert read[0].group == read[1].group and "sweep" in read[0].group
+    assert {r.name for r in read} == {"target=spm", "target=smp"}
+    assert {r.config["factors"]["target"] for r in read} == {"spm", "smp"}
+    summary = (sweep / "summary.md").read_text()
+    assert "target=spm" in summary and "target=smp" in summary and "test/emf1" in summary
+    assert len((sweep / "summary.csv").read_text().splitlines()) == 3
+
+
+def test_decode_only_sweep_needs_no_retraining(trained_toy, tmp_path):
+    sweep = tmp_path / "eval"
+    proc = run_cli("evaluate", "-m", f"ckpt={trained_toy}", "lookahead=none,lcs_power", "decode.beam=1,3", "logger=csv",
+                   f"hydra.sweep.dir={sweep}")
+    runs = collect(sweep)
+    assert len(runs) == 4 and {(r["factors"]["lookahead"], r["factors"]["beam"]) for r in runs} == {
+        ("none", 1), ("none", 3), ("lcs_power", 1), ("lcs_power", 3)}
+    assert all(r["factors"]["target"] == "spm" for r in runs)  # the trained run's factors come along
+    assert "lookahead=none,decode.beam=1" in (sweep / "summary.md").read_text()
+
+
+def test_ddp_cpu_evaluation_equals_single_process(trained_toy, tmp_path):
+    single = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", f"hydra.run.dir={tmp_path}/one"))
+    double = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", "trainer=ddp_cpu",
+                                     f"hydra.run.dir={tmp_path}/two"))
+    assert 0.0 < single["val/em"] < 1.0  # a discriminating checkpoint
+    assert double == single
+    wrong = [p.read_text() for p in (tmp_path / "one").rglob("wrong_answers_val.jsonl")]
+    wrong2 = [p.read_text() for p in (tmp_path / "two").rglob("wrong_answers_val.jsonl")]
+    assert sorted(wrong[0].splitlines()) == sorted(wrong2[0].splitlines())  # gathered from both ranks, no duplicates
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    common = ["trainer.max_epochs=3", "trainer.num_sanity_val_steps=0", *SMALL_TOY, "seed=3"]
+    straight = printed_metrics(run_cli("train", *common, "logger=csv", f"hydra.run.dir={tmp_path}/straight"))
+
+    killed = tmp_path / "killed"
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "kgqa.cli.train", *common, f"hydra.run.dir={killed}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists() and proc.poll() is None, "the run ended before its first checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert torch.load(last, weights_only=True)["epoch"] < 2  # it really was cut short
+
+    resumed = printed_metrics(run_cli("train", f"resume={killed}", f"hydra.run.dir={tmp_path}/resume-invocation"))
+    assert resumed == straight
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(last, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ids = {read_offline_run(r).id for r in (killed / "wandb").glob("offline-run-*")}
+    assert len(ids) == 1  # the resumed W&B run is the same run
+
+
+def test_truncated_checkpoint_cannot_be_resumed_silently(tmp_path, trained_toy):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("run_config.yaml", "run.json"):
+        (run_dir / name).write_bytes((trained_toy / name).read_bytes())
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes((trained_toy / "checkpoints" / "last.ckpt").read_bytes()[:4096])
+    proc = run_cli("train", f"resume={run_dir}", "logger=csv", f"hydra.run.dir={tmp_path}/inv", check=False)
+    assert proc.returncode != 0 and "not a readable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_slurm_launcher_and_multi_node_settings(monkeypatch):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.num_nodes=2",
+                                          "hydra.launcher.partition=gpu", "logger=csv"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 2, 2)
+    # What each SLURM task's Lightning sees: 2 nodes x 2 devices, ranks from SLURM, logging on rank 0 only.
+    slurm = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
+             "SLURM_NODEID": "1", "SLURM_JOB_NAME": "kgqa", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "node[1-2]"}
+    for k, v in slurm.items():
+        monkeypatch.setenv(k, v)
+    settings = OmegaConf.to_container(cfg.trainer)
+    settings.pop("default_root_dir")  # ${hydra:...}: set only inside a running app
+    trainer = instantiate(settings, logger=False)
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size, trainer.global_rank) == (2, 2, 4, 3)
+    assert not trainer.is_global_zero
+
+
+def test_optuna_search_runs_trials_and_reports(tmp_path):
+    sweep = tmp_path / "optuna"
+    run_cli("train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
+            "trainer.num_sanity_val_steps=0", "logger=csv", *SMALL_TOY, f"hydra.sweep.dir={sweep}")
+    assert len(collect(sweep)) == 2
+    assert (sweep / "optimization_results.yaml").is_file()
+
+
+def test_report_writes_table_and_chart(trained_toy, tmp_path):
+    rows = report(trained_toy.parent)
+    assert len(rows) == 1 and rows[0]["test/emf1"] is not None
+    assert (trained_toy.parent / "report.png").stat().st_size > 1000
