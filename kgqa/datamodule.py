@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer, encode_key, encode_question
+from kgqa.kbfolder import KbFolder
 from kgqa.keyspace import KeySpace
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,11 @@ class KgqaDataModule(L.LightningDataModule):
         self.splits = self.source.splits
         self.kb = self.kb_source.build(self.source)
         log.info("KB: %s", self.kb.stats())
+        folder = self.kb_source if isinstance(self.kb_source, KbFolder) else None  # a saved KB: its trie and overlay
         if self.tokenizer is None:
-            self.tokenizer = build_tokenizer(self.pretrained, self.splits["train"], self.kb)
-        self.keyspace = KeySpace(self.kb, self.tokenizer, self.target)
+            self.tokenizer = (folder.tokenizer([e.question for e in self.splits["train"]]) if folder and not self.pretrained
+                              else build_tokenizer(self.pretrained, self.splits["train"], self.kb))
+        self.keyspace = folder.keyspace(self.kb, self.tokenizer, self.target) if folder else KeySpace(self.kb, self.tokenizer, self.target)
 
     # --- checkpoint: the tokenizer travels with the weights ---------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from kgqa.data.triples import CheckpointError
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.module import KgqaModule
@@ -60,10 +61,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict[str, Any]:
         return load_checkpoint(path, map_location)
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
@@ -120,7 +117,8 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`."""
     ckpt = load_checkpoint(resolve_checkpoint(ckpt_path))
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    merged = OmegaConf.merge({k: run[k] for k in ("data", "kb", "target", "backbone", "optim", "seed", "factors") if k in run}, cfg)
+    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "seed", "factors") if k in run and not (k == "kb" and cfg.get("kb"))]
+    merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
     if cfg.get("data_root"):
         merged.data.root = merged.data.source.root = cfg.data_root
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:

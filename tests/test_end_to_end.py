@@ -33,7 +33,7 @@ def test_toy_run_leaves_offline_wandb_run_with_metrics(toy_run):
     assert run.config["run_config"]["target"] == "spm"
     logged = [h["val/em"] for h in run.history if "val/em" in h]
     assert len(logged) >= 8  # one per epoch, then the final validation
-    assert logged[-1] == pytest.approx(metrics["val/em"], abs=1e-6)
+    assert logged[-1] == pytest.approx(metrics["val/em"], abs=5e-5)  # printed with 4 decimals
     wrong = run_dir / "wrong_answers_test.jsonl"
     assert wrong.is_file()
 
@@ -98,7 +98,7 @@ def test_exported_kb_reloads_as_file_kb(tmp_path):
     again = run_cli("kb", "kb=file", f"kb.path={tmp_path / 'Knowledge.txt'}")
     reloaded = printed_json(again)
     assert {k: v for k, v in reloaded.items() if k != "build_seconds"} == {k: v for k, v in stats.items() if k != "build_seconds"}
-    assert (tmp_path / "trie-spm" / "token.npy").is_file()
+    assert (tmp_path / "trie-spm" / "trie.json").is_file()
 
 
 def test_pretrained_backbone_trains_and_restores(tmp_path):
@@ -120,3 +120,17 @@ def test_pretrained_backbone_trains_and_restores(tmp_path):
     trained = printed_metrics(proc)
     again = printed_metrics(run_cli("evaluate", f"ckpt={run_dir}", "split=test", "logger=csv", f"hydra.run.dir={tmp_path}/eval"))
     assert again["test/em"] == trained["test/em"] and again["test/f1"] == trained["test/f1"]
+
+
+def test_deleted_fact_never_answered_after_kb_change(toy_run, tmp_path):
+    """A KB change reaches a trained model without retraining: kb=folder with a recorded deletion."""
+    run_dir, _ = toy_run
+    example = make_toy().splits["test"][0]
+    run_cli("kb", f"out={tmp_path / 'kb'}")
+    gone = tmp_path / "gone.tsv"
+    gone.write_text(f"{example.triple.key.full_subject}\t{example.triple.key.predicate}\n", encoding="utf-8")
+    run_cli("kb", "action=delete", f"kb_dir={tmp_path / 'kb'}", f"triples={gone}")
+    proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'", "kb=folder", f"kb.path={tmp_path / 'kb'}",
+                   "decode.beam=3", "decode.num_return=3")
+    answers = [line for line in proc.stdout.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert len(answers) == 3 and not any(f" {example.triple.answer()} " in a for a in answers)

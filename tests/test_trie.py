@@ -1,11 +1,11 @@
-"""The flat-array prefix trie against a brute-force dict reference."""
+"""The path-compressed array trie against a brute-force dict reference."""
 import json
 import random
 
 import numpy as np
 import pytest
 
-from kgqa.trie import ARRAYS, Trie
+from kgqa.trie import ARRAYS, KeyTrie, Trie
 
 
 def random_sequences(seed: int, n: int, vocab: int, max_len: int) -> list[tuple[int, ...]]:
@@ -19,20 +19,21 @@ class Reference:
     """What the trie should answer, computed naively from the sequences."""
 
     def __init__(self, seqs, values):
-        self.next: dict[tuple, set] = {}
-        self.under: dict[tuple, list] = {}
+        self.next: dict[tuple, set] = {(): set()}
+        self.under: dict[tuple, list] = {(): []}
         for s, v in zip(seqs, values):
             for d in range(len(s) + 1):
                 self.next.setdefault(s[:d], set())
-                self.under.setdefault(s[:d], []).append(v)
+                self.under.setdefault(s[:d], []).append((v, s))
                 if d < len(s):
                     self.next[s[:d]].add(s[d])
         self.full = set(seqs)
+        self.by_value = dict(zip(values, seqs))
 
 
-def explore(trie: Trie):
-    """Every (prefix, node) reachable from the root through allowed_tokens / step."""
-    out, frontier = {(): Trie.ROOT}, [((), Trie.ROOT)]
+def explore(trie: KeyTrie):
+    """Every (prefix, state) reachable from the root through allowed_tokens / step."""
+    out, frontier = {(): trie.ROOT}, [((), trie.ROOT)]
     while frontier:
         prefix, node = frontier.pop()
         which, toks = trie.allowed_tokens(np.array([node]))
@@ -56,10 +57,10 @@ def built(request):
     return seqs, values, Trie.build(seqs, values), Reference(seqs, values)
 
 
-def check_against_reference(trie: Trie, ref: Reference, rng: random.Random):
+def check_against_reference(trie: KeyTrie, ref: Reference, rng: random.Random):
     nodes = explore(trie)
     assert set(nodes) == set(ref.next)  # exactly the prefixes of the sequences
-    assert len(set(nodes.values())) == len(nodes) == trie.num_nodes  # one node per prefix
+    assert len(set(nodes.values())) == len(nodes)  # one state per prefix
     prefixes = sorted(nodes)
     states = np.array([nodes[p] for p in prefixes])
 
@@ -73,11 +74,27 @@ def check_against_reference(trie: Trie, ref: Reference, rng: random.Random):
     # is_leaf, batched
     np.testing.assert_array_equal(trie.is_leaf(states), [p in ref.full for p in prefixes])
 
-    # values_under: every sequence through the node, one at a leaf
+    # values_under and sequences_under: every key through the state, in the same order; one at a leaf
     for p, s in zip(prefixes, states):
-        got = trie.values_under(int(s)).tolist()
-        assert sorted(got) == sorted(ref.under[p])
+        values, seqs = trie.values_under(int(s)).tolist(), [tuple(q.tolist()) for q in trie.sequences_under(int(s))]
+        assert sorted(zip(values, seqs)) == sorted(ref.under[p])
         assert trie.walk(p) == s
+    for value, seq in ref.by_value.items():
+        assert tuple(trie.sequence(value).tolist()) == seq
+
+    # walk_all: the same states, all prefixes at once, and no key on the way to a prefix
+    walked, through_key = trie.walk_all(prefixes)
+    np.testing.assert_array_equal(walked, states)
+    assert not through_key.any()
+    extended = [k + (0,) for k in sorted(ref.full)]  # one token past a whole key
+    walked, through_key = trie.walk_all(extended)
+    assert (walked == -1).all() and through_key.all()
+
+    # DEAD: allows nothing, is a leaf, holds no key
+    assert len(trie.allowed_tokens(np.array([trie.DEAD]))[0]) == 0
+    assert trie.is_leaf(np.array([trie.DEAD]))[0]
+    assert len(trie.values_under(trie.DEAD)) == len(trie.sequences_under(trie.DEAD)) == 0
+    assert trie.step(np.array([trie.DEAD]), np.array([0]))[0] == -1
 
     # step on a batch with random tokens, some allowed and some not
     tokens = np.array([rng.randrange(-1, 60) for _ in prefixes])
@@ -96,6 +113,26 @@ def check_against_reference(trie: Trie, ref: Reference, rng: random.Random):
 def test_trie_matches_reference(built):
     seqs, values, trie, ref = built
     check_against_reference(trie, ref, random.Random(0))
+    # path compression: a node per key and per branching prefix, plus the root and DEAD
+    branching = [p for p in ref.next if p and len(ref.next[p]) > 1]
+    assert trie.num_nodes == len(ref.full) + len(branching) + 2
+
+
+def test_long_shared_prefixes():
+    """Keys sharing long runs (edges of many tokens), with branches inside and at the ends of runs."""
+    stem = tuple(range(10, 40))
+    seqs = [stem + (1,), stem + (2, 5), stem[:7] + (3,), stem[:7] + (4, 4, 4, 4), (9,) + stem, (9, 1)]
+    trie = Trie.build(seqs)
+    check_against_reference(trie, Reference(seqs, list(range(len(seqs)))), random.Random(1))
+    assert trie.num_nodes == len(seqs) + 3 + 2  # branching after stem[:7], stem and (9,); the root; DEAD
+
+
+def test_from_flat_compact_dtypes():
+    seqs = random_sequences(7, 300, 70000, 5)  # a vocabulary over 16 bits
+    trie = Trie.from_flat(np.concatenate([np.array(s) for s in seqs]), [len(s) for s in seqs])
+    assert trie.tokens.dtype == np.uint32 and trie.child_token.dtype == np.uint32
+    assert trie.row_value.dtype == trie.key_lo.dtype == np.uint16 and trie.depth.dtype == np.uint16
+    check_against_reference(trie, Reference(seqs, list(range(len(seqs)))), random.Random(2))
 
 
 def test_default_values_are_indices():
@@ -113,12 +150,12 @@ def test_save_load_round_trip(built, tmp_path):
     loaded = Trie.load(tmp_path / "trie")  # memory-mapped by default
     for name in ARRAYS:
         arr = getattr(loaded, name)
-        assert isinstance(arr, np.memmap)
+        assert isinstance(arr.base, np.memmap)  # a view of the file, not a copy
         assert arr.dtype == np.asarray(getattr(trie, name)).dtype
         np.testing.assert_array_equal(arr, getattr(trie, name))
     check_against_reference(loaded, ref, random.Random(0))
     in_memory = Trie.load(tmp_path / "trie", mmap=False)
-    assert not isinstance(in_memory.token, np.memmap)
+    assert not isinstance(in_memory.tokens.base, np.memmap)
     np.testing.assert_array_equal(in_memory.row_value, trie.row_value)
 
 
@@ -155,7 +192,8 @@ def test_not_a_prefix_is_fine():
 
 def test_empty_trie():
     trie = Trie.build([])
-    assert trie.num_nodes == 1
+    assert trie.num_nodes == 2  # the root and DEAD
+    assert trie.walk(()) == Trie.ROOT and trie.walk((1,)) == -1
     assert trie.is_leaf(np.array([Trie.ROOT]))[0]
     which, toks = trie.allowed_tokens(np.array([Trie.ROOT]))
     assert len(which) == len(toks) == 0

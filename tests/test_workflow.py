@@ -90,8 +90,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ids = {read_offline_run(r).id for r in (killed / "wandb").glob("offline-run-*")}
-    assert len(ids) == 1  # the resumed W&B run is the same run
+    # the resumed W&B run is the same run: one id in every offline run folder (named offline-run-<time>-<id>)
+    runs = sorted((killed / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+    assert read_offline_run(runs[-1]).id == runs[0].name.rsplit("-", 1)[1]
 
 
 def test_truncated_checkpoint_cannot_be_resumed_silently(tmp_path, trained_toy):

@@ -42,8 +42,7 @@ OmegaConf.register_new_resolver("override_name", override_name, replace=True)
 
 def reporting_errors(entry, cfg):
     """Bad input (data, checkpoints, paths) ends with its message, not a stack trace."""
-    from kgqa.data.triples import DataError
-    from kgqa.runtime import CheckpointError
+    from kgqa.data.triples import CheckpointError, DataError
 
     try:
         return entry(cfg)

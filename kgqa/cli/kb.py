@@ -1,15 +1,14 @@
-"""kgqa-kb: build or inspect a KB and its key trie."""
+"""kgqa-kb: build or inspect a KB and its key trie; add, delete or merge changes in a saved one."""
 import json
 import time
-from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR
+from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.data.tokenizer import CharTokenizer
-from kgqa.keyspace import KeySpace
+from kgqa.kbfolder import KbFolder
 
 
 def build_kb(cfg: DictConfig) -> dict:
@@ -19,22 +18,41 @@ def build_kb(cfg: DictConfig) -> dict:
     stats = kb.stats() | {"build_seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(stats, ensure_ascii=False, indent=1))
     if cfg.out:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "Knowledge.txt", "w", encoding="utf-8") as f:
-            for t in kb.triples():
-                f.write(f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n")
         tokenizer = CharTokenizer.build(s for k in kb.keys for s in (k.subject, k.predicate, k.meaning))
-        tokenizer.save(out / "vocab.json")
-        keyspace = KeySpace(kb, tokenizer, cfg.target)
-        keyspace.trie.save(out / f"trie-{cfg.target}")
-        print(f"wrote {out}/Knowledge.txt, vocab.json and trie-{cfg.target}/ ({keyspace.trie.num_nodes} nodes)")
+        folder = KbFolder.create(cfg.out, kb, tokenizer, [cfg.target])
+        print(f"wrote {folder.path}/Knowledge.txt, vocab.json and trie-{cfg.target}/")
     return stats
+
+
+def change_kb(cfg: DictConfig) -> dict:
+    if not cfg.kb_dir or not cfg.triples:
+        raise SystemExit(f"kgqa: action={cfg.action} needs kb_dir=DIR (a folder written with out=) and triples=FILE.tsv")
+    summary = KbFolder(cfg.kb_dir).record(cfg.action, cfg.triples)
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return summary
+
+
+def merge_kb(cfg: DictConfig) -> dict:
+    if not cfg.kb_dir:
+        raise SystemExit("kgqa: action=merge needs kb_dir=DIR (a folder written with out=)")
+    start = time.perf_counter()
+    stats = KbFolder(cfg.kb_dir).merge() | {"merge_seconds": round(time.perf_counter() - start, 2)}
+    print(json.dumps(stats, ensure_ascii=False, indent=1))
+    return stats
+
+
+ACTIONS = {"build": build_kb, "add": change_kb, "delete": change_kb, "merge": merge_kb}
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.action not in ACTIONS:
+        raise SystemExit(f"kgqa: unknown action={cfg.action}; choose one of {sorted(ACTIONS)}")
+    return ACTIONS[cfg.action](cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="kb")
 def main(cfg: DictConfig) -> None:
-    build_kb(cfg)
+    reporting_errors(run, cfg)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.report import write_run_metrics
-from kgqa.runtime import (CheckpointError, build_datamodule, build_module, build_trainer, checkpoint_callbacks,
+from kgqa.data.triples import CheckpointError
+from kgqa.runtime import (build_datamodule, build_module, build_trainer, checkpoint_callbacks,
                           finish_loggers, print_config, print_metrics)
 
 RUN_CONFIG, RUN_INFO = "run_config.yaml", "run.json"
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / RUN_CONFIG)
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        (run_dir / RUN_INFO).write_text(json.dumps({"wandb_id": wandb.version} if wandb else {}))
+        (run_dir / RUN_INFO).write_text(json.dumps({"wandb_id": wandb.experiment.id} if wandb else {}))
     trainer.fit(module, dm, ckpt_path=resume_from, weights_only=True)
 
     best = best_ckpt.best_model_path or None

@@ -60,7 +60,7 @@ def beam_search(
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live beam per question at the start
     prefixes = torch.zeros(B * K, 0, dtype=torch.long, device=device)
-    dead_state = keyspace.trie.num_nodes - 1  # a leaf: dead beams allow nothing and cost nothing
+    dead_state = keyspace.trie.DEAD  # dead beams allow nothing and cost nothing
     states = np.full(B * K, dead_state, dtype=np.int64)
     states[::K] = keyspace.trie.ROOT
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
