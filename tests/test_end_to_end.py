@@ -101,6 +101,7 @@ def test_exported_kb_reloads_as_file_kb(tmp_path):
     assert (tmp_path / "trie-spm" / "trie.json").is_file()
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_trains_and_restores(tmp_path):
     """backbone.pretrained loads weights and tokenizer with from_pretrained (a tiny model saved here)."""
     from transformers import BertConfig, BertModel, BertTokenizerFast

@@ -165,7 +165,6 @@ def test_an_extended_tokenizer_keeps_the_saved_trie(folder):
     assert not isinstance(folder.keyspace(folder.kb, other, "spm").trie.tokens.base, np.memmap)
 
 
-@pytest.mark.slow  # ~10 s a call: the entry point imports lightning (kgqa.cli.reporting_errors)
 def test_kgqa_kb_add_merge_and_a_bad_line(folder, tmp_path):
     """The entry point, as a user runs it (delete goes the way of add)."""
     add = write_tsv(tmp_path / "add.tsv", [(NEW.key.full_subject, NEW.key.predicate, NEW.obj)])

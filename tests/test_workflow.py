@@ -126,6 +126,7 @@ def test_slurm_launcher_and_multi_node_settings(monkeypatch):
     assert not trainer.is_global_zero
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_trials_and_reports(tmp_path):
     sweep = tmp_path / "optuna"
     run_cli("train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
