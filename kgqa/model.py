@@ -3,11 +3,16 @@
 One encoder reads "[CLS] question [SEP] target": attention is bidirectional over the
 question (segment 0) and causal over the target (segment 1); an LM head tied to the
 input embeddings predicts each next target token.
+
+Decoding runs incrementally: question tokens never attend to the target, so their
+keys and values are final once the question is encoded (`start`), and each step runs
+only the new target token against the cache (`extend`): exactly the full recompute.
 """
 from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,16 +22,20 @@ ARCHITECTURES = {"bert": (BertConfig, BertModel), "roformer": (RoFormerConfig, R
 
 
 def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **size) -> PreTrainedModel:
-    """A randomly initialised encoder of the given size, or pretrained weights via from_pretrained."""
+    """A randomly initialised encoder of the given size, or pretrained weights via from_pretrained.
+
+    `is_decoder=True` only lets the encoder keep a KV cache (BERT ignores a cache otherwise);
+    UniLM always passes its own 4D mask, so attention is the same either way.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     config_cls, model_cls = ARCHITECTURES[arch]
     no_pooler = {"add_pooling_layer": False} if arch == "bert" else {}  # the pooler is unused
     if pretrained:
-        return model_cls.from_pretrained(pretrained, trust_remote_code=False, **no_pooler)
+        return model_cls.from_pretrained(pretrained, trust_remote_code=False, is_decoder=True, **no_pooler)
     if arch == "roformer":
         size.setdefault("embedding_size", size["hidden_size"])
-    config = config_cls(vocab_size=vocab_size, type_vocab_size=2, **size)
+    config = config_cls(vocab_size=vocab_size, type_vocab_size=2, is_decoder=True, **size)
     return model_cls(config, **no_pooler)
 
 
@@ -45,6 +54,60 @@ def unilm_attention_mask(segment_ids: torch.Tensor, valid: torch.Tensor, dtype: 
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))[:, None]
 
 
+class DecodingCache:
+    """Per decoding row: its question's padding and, for every layer, the keys and values of all
+    its tokens so far. The encoder reads and appends them through `get_seq_length` and `update`
+    (what transformers' BERT and RoFormer ask of a cache).
+
+    Buffers keep room to grow, so a step writes only its new column; and since the rows of one
+    question share its question columns, a reorder that keeps rows within their questions moves
+    only the target columns.
+    """
+
+    ROOM = 8  # columns added when a buffer is full
+
+    def __init__(self, question_valid: torch.Tensor):
+        self.question_valid = question_valid  # [rows, Lq]
+        self.question_of_row = np.arange(len(question_valid))
+        self.keys: list[torch.Tensor] = []  # per layer [rows, heads, capacity, head size]
+        self.values: list[torch.Tensor] = []
+        self.lengths: list[int] = []  # filled columns per layer
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if layer_idx == len(self.lengths):
+            self.keys.append(keys[:, :, :0])
+            self.values.append(values[:, :, :0])
+            self.lengths.append(0)
+        start, end = self.lengths[layer_idx], self.lengths[layer_idx] + keys.shape[2]
+        for store, new in ((self.keys, keys), (self.values, values)):
+            if end > store[layer_idx].shape[2]:
+                grown = new.new_empty(*new.shape[:2], end + self.ROOM, new.shape[3])
+                grown[:, :, :start] = store[layer_idx][:, :, :start]
+                store[layer_idx] = grown
+            store[layer_idx][:, :, start:end] = new
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Row i continues old row rows[i]: beams move and multiply, finished questions drop out."""
+        if np.array_equal(rows, np.arange(len(self.question_of_row))):
+            return
+        within_questions = np.array_equal(self.question_of_row[rows], self.question_of_row)
+        index = torch.from_numpy(rows).to(self.question_valid.device)
+        first = self.question_valid.shape[1] if within_questions else 0  # columns to move
+        for store in (self.keys, self.values):
+            for layer, length in enumerate(self.lengths):
+                if within_questions:
+                    store[layer][:, :, first:length] = store[layer][index, :, first:length]
+                else:
+                    store[layer] = store[layer][index]
+        if not within_questions:
+            self.question_valid, self.question_of_row = self.question_valid[index], self.question_of_row[rows]
+
+
 class UniLM(nn.Module):
     def __init__(self, backbone: PreTrainedModel):
         super().__init__()
@@ -58,11 +121,43 @@ class UniLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, V]. Padding may sit anywhere (left-padded questions at decode time):
         absolute positions count valid tokens only; rotary ones are shift-invariant."""
-        embeddings = self.backbone.get_input_embeddings()
-        mask = unilm_attention_mask(segment_ids, valid, embeddings.weight.dtype)
-        extra = {"position_ids": (valid.long().cumsum(-1) - 1).clamp(min=0)} if self._takes_positions else {}
-        hidden = self.backbone(input_ids=input_ids, token_type_ids=segment_ids, attention_mask=mask, **extra).last_hidden_state
-        return F.linear(self.transform(hidden), embeddings.weight, self.lm_bias)
+        mask = unilm_attention_mask(segment_ids, valid, self._mask_dtype)
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        return self._logits(self._encode(input_ids, segment_ids, mask, positions, cache=None))
+
+    @property
+    def _mask_dtype(self) -> torch.dtype:
+        return self.backbone.get_input_embeddings().weight.dtype
+
+    def _encode(self, input_ids, segment_ids, mask, positions, cache: DecodingCache | None) -> torch.Tensor:
+        extra = {"position_ids": positions} if self._takes_positions else {}  # rotary encoders count from the cache
+        return self.backbone(input_ids=input_ids, token_type_ids=segment_ids, attention_mask=mask, cache=cache,
+                             use_cache=cache is not None, **extra).last_hidden_state
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), self.backbone.get_input_embeddings().weight, self.lm_bias)
+
+    # --- incremental decoding ----------------------------------------------------------
+    def start(self, question_ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, DecodingCache]:
+        """Encode left-padded "[CLS] q [SEP]" rows [B, Lq] once: the logits [B, V] for the first
+        target token, and the cache holding the questions' keys and values (one row each)."""
+        cache = DecodingCache(valid)
+        mask = unilm_attention_mask(torch.zeros_like(question_ids), valid, self._mask_dtype)
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        return self._logits(self._encode(question_ids, torch.zeros_like(question_ids), mask, positions, cache)[:, -1]), cache
+
+    def extend(self, tokens: torch.Tensor, cache: DecodingCache, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Append one target token per cache row [N]: the logits [N, V] for the next one
+        (only for `rows`, when given: the LM head is a large part of a small model's work)."""
+        question_valid = cache.question_valid
+        decoded = cache.get_seq_length() - question_valid.shape[1]  # target tokens already in the cache
+        keys_visible = torch.cat([question_valid, question_valid.new_ones(len(tokens), decoded + 1)], 1)
+        mask = torch.zeros(keys_visible.shape, dtype=self._mask_dtype, device=tokens.device)
+        mask = mask.masked_fill(~keys_visible, float("-inf"))[:, None, None, :]
+        positions = question_valid.sum(-1, keepdim=True) + decoded  # as in forward: the valid tokens before it
+        segments = torch.ones_like(tokens[:, None])
+        hidden = self._encode(tokens[:, None], segments, mask, positions, cache)[:, -1]
+        return self._logits(hidden if rows is None else hidden[rows])
 
     def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Teacher-forced cross-entropy on target tokens only (each predicts the next)."""

@@ -153,6 +153,51 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
         assert [h.log_prob for h in alone] == pytest.approx([h.log_prob for h in hyps], abs=1e-4)
 
 
+class Recomputing:
+    """The same UniLM decoded without a KV cache: every step re-runs forward on question + target so far.
+    Its "cache" is the token history, which beam search reorders as it reorders the KV cache.
+    (That the rows are reordered right is checked against teacher forcing above.)"""
+
+    class History:
+        def __init__(self, question_ids, question_valid):
+            self.ids, self.question_valid, self.targets = question_ids, question_valid, 0
+
+        def reorder(self, rows):
+            self.ids, self.question_valid = self.ids[rows], self.question_valid[rows]
+
+    def __init__(self, model: UniLM):
+        self.model = model
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def start(self, question_ids, valid):
+        return self.model(question_ids, torch.zeros_like(question_ids), valid)[:, -1], self.History(question_ids, valid)
+
+    def extend(self, tokens, history, rows):
+        history.ids, history.targets = torch.cat([history.ids, tokens[:, None]], 1), history.targets + 1
+        segments = torch.zeros_like(history.ids)
+        segments[:, -history.targets :] = 1
+        valid = torch.cat([history.question_valid, torch.ones_like(segments[:, -history.targets :], dtype=torch.bool)], 1)
+        return self.model(history.ids, segments, valid)[rows, -1]
+
+
+@pytest.mark.parametrize("lookahead", ["none", "power"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lookahead):
+    """The KV cache changes nothing: same keys, same scores as recomputing every step."""
+    kb, tok, questions = random_kb
+    ks = KeySpace(kb, tok, "spm")
+    encoded = [encode_question(tok, q, 64) for q in questions]
+    decoded = {}
+    for name, model in (("cached", random_model), ("recomputed", Recomputing(random_model))):
+        processors = [TrieMask()] + ([LcsPowerLookahead()] if lookahead == "power" else [])
+        decoded[name] = beam_search(model, ks, encoded, processors, tok.pad_id, beam_size=beam, num_return=beam)
+    for cached, recomputed in zip(decoded["cached"], decoded["recomputed"]):
+        assert [h.key_id for h in cached] == [h.key_id for h in recomputed]
+        assert [h.log_prob for h in cached] == pytest.approx([h.log_prob for h in recomputed], abs=1e-4)
+
+
 def _split(tokens, sep):
     parts, cur = [], []
     for t in tokens:
@@ -263,7 +308,7 @@ def context(ks, tok, questions, rows):
     states = np.array([ks.trie.walk(p) for p in prefixes])
     assert (states >= 0).all()
     return StepContext(ks, [tok.encode(q) for q in questions], np.array([q for q, _ in rows]),
-                       torch.tensor(prefixes, dtype=torch.long), states)
+                       np.array(prefixes, dtype=np.int64), states)
 
 
 def test_lcs_gains_at_the_branch():

@@ -7,14 +7,14 @@ with the wrong number of sizes), and a 4D *bool* mask is accepted silently but g
 different outputs in eager RoFormer (it is treated as an additive 0/1 mask there),
 so the float format is part of the contract tested below.
 """
-import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertModel, RoFormerConfig, RoFormerModel
 
-from kgqa.model import UniLM, build_backbone, unilm_attention_mask
+from kgqa.model import DecodingCache, UniLM, build_backbone, unilm_attention_mask
 
 VOCAB = 24
 PAD = 0
@@ -165,6 +165,36 @@ def test_left_padded_batch_equals_rows_alone(arch):
         for b, (q, t) in enumerate(rows):
             alone = model(ids[b : b + 1, valid[b]], seg[b : b + 1, valid[b]], valid[b : b + 1, valid[b]])
             torch.testing.assert_close(together[b, valid[b]], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_incremental_decoding_equals_full_recompute(arch):
+    """start + extend (the KV cache) give the logits forward gives on the whole sequence, with
+    left-padded questions and the cache rows reordered between steps as beam search does."""
+    model = make_model(arch)
+    ids, seg, valid = batch([(7, 0), (3, 0), (5, 0)], left=True)
+    steps = [  # (rows: row i continues old row rows[i], new tokens)
+        ([0, 0, 1, 1, 2, 2], [5, 6, 7, 8, 9, 10]),  # each question's row becomes two beams
+        ([1, 0, 2, 2, 5, 4], [11, 12, 13, 14, 15, 16]),  # beams move within their questions
+        ([0, 1, 2, 3, 4, 5], [17, 18, 19, 20, 21, 22]),  # nothing moves
+        ([4, 4, 0, 1], [5, 7, 9, 11]),  # question 1 is done, question 2 drops a beam and doubles the other
+        ([1, 0, 3, 2], [6, 8, 10, 12]),  # swaps within the questions left
+        ([2, 3, 0, 1], [13, 14, 15, 16]),  # as many rows as before, but the questions trade places
+    ] + [([0, 1, 2, 3], [4 + i % (VOCAB - 4)] * 4) for i in range(DecodingCache.ROOM)]  # past the buffers' room
+    with torch.no_grad():
+        logits, cache = model.start(ids, valid)
+        q_ids, q_valid, prefixes, picked = ids, valid, torch.zeros(3, 0, dtype=torch.long), torch.arange(3)
+        for step, (rows, tokens) in enumerate([(None, None)] + steps):
+            if rows is not None:
+                cache.reorder(np.array(rows))
+                q_ids, q_valid, prefixes = q_ids[rows], q_valid[rows], prefixes[rows]
+                picked = torch.arange(len(rows)).flip(0)[step % 2 :]  # logits for the rows asked for, in that order
+                logits = model.extend(torch.tensor(tokens), cache, picked)
+                prefixes = torch.cat([prefixes, torch.tensor(tokens)[:, None]], 1)
+            full = model(torch.cat([q_ids, prefixes], 1), torch.cat([torch.zeros_like(q_ids), torch.ones_like(prefixes)], 1),
+                         torch.cat([q_valid, torch.ones_like(prefixes, dtype=torch.bool)], 1))[:, -1]
+            torch.testing.assert_close(logits, full[picked], atol=1e-4, rtol=1e-5)
+    assert model.backbone.config.is_decoder  # what lets BERT keep a cache; the 4D mask keeps attention UniLM's
 
 
 def test_bert_positions_matter():

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from kgqa.decoding.processors import StepContext
+from kgqa.decoding.processors import StepContext, scatter
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM
 
@@ -37,6 +37,16 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.
     return ids.to(device), valid.to(device)
 
 
+def step_log_probs(branching_logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """[N, V] log-probs of the next token: the model's on the branching rows; 0 for the one allowed
+    token of a forced row (-inf elsewhere, and on rows that allow nothing)."""
+    forced = ~ctx.branching_mask[ctx.allowed[0]]
+    out = scatter((len(ctx.states), branching_logits.shape[-1]), ctx.allowed[0][forced], ctx.allowed[1][forced],
+                  torch.tensor(0.0), ctx.device, fill=float("-inf"))
+    out[torch.from_numpy(ctx.branching).to(ctx.device)] = torch.log_softmax(branching_logits.float(), dim=-1)
+    return out
+
+
 @torch.no_grad()
 def beam_search(
     model: UniLM,
@@ -47,66 +57,72 @@ def beam_search(
     beam_size: int = 3,
     num_return: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Top keys per question. `questions` are encoded "[CLS] q [SEP]" token ids."""
+    """Top keys per question. `questions` are encoded "[CLS] q [SEP]" token ids.
+
+    The question is encoded once; each step runs one token per beam against the KV cache.
+    The batch holds only unfinished questions: one row each at the first step, beam_size after.
+    A beam whose trie state allows a single token needs no LM head: its step scores are those
+    the trie mask (the first processor) makes of any scores, 0 for that token.
+    """
     if num_return > beam_size:
         raise ValueError(f"num_return ({num_return}) cannot exceed beam_size ({beam_size})")
     device = next(model.parameters()).device
-    B, K = len(questions), beam_size
-    q_ids, q_valid = left_pad(questions, pad_id, device)
-    q_ids, q_valid = q_ids.repeat_interleave(K, 0), q_valid.repeat_interleave(K, 0)
+    trie, K = keyspace.trie, beam_size
     content = [list(q[1:-1]) for q in questions]
-    row_question = np.repeat(np.arange(B), K)
-
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam per question at the start
-    prefixes = torch.zeros(B * K, 0, dtype=torch.long, device=device)
     dead_state = keyspace.trie.DEAD  # dead beams allow nothing and cost nothing
-    states = np.full(B * K, dead_state, dtype=np.int64)
-    states[::K] = keyspace.trie.ROOT
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-    done = np.zeros(B, dtype=bool)
 
-    while not done.all():
-        ids = torch.cat([q_ids, prefixes], 1)
-        segments = torch.cat([torch.zeros_like(q_ids), torch.ones_like(prefixes)], 1)
-        valid = torch.cat([q_valid, torch.ones_like(prefixes, dtype=torch.bool)], 1)
-        step_scores = torch.log_softmax(model(ids, segments, valid)[:, -1].float(), dim=-1)
-        ctx = StepContext(keyspace, content, row_question, prefixes, states)
+    active = np.arange(len(questions))  # unfinished questions, in batch order
+    scores = np.zeros((len(active), 1), dtype=np.float32)  # [question, beam] log-probs so far
+    states = np.full(len(active), trie.ROOT, dtype=np.int64)  # trie node of each row
+    prefixes = np.zeros((len(active), 0), dtype=np.int64)  # target tokens of each row
+    finished: list[list[Hypothesis]] = [[] for _ in questions]
+    nth_finished = np.full(len(questions), -np.inf, dtype=np.float32)  # num_return-th best finished score
+
+    ctx = StepContext(keyspace, content, active, prefixes, states, device)
+    logits, cache = model.start(*left_pad(questions, pad_id, device))
+    logits = logits[torch.from_numpy(ctx.branching).to(device)]
+    while True:
+        step_scores = step_log_probs(logits, ctx)
         for process in processors:
             step_scores = process(step_scores, ctx)
-        V = step_scores.shape[-1]
-        alive = torch.isfinite(scores.view(-1, 1))
-        total = torch.where(alive, scores.view(-1, 1) + step_scores, float("-inf")).view(B, K * V)
-        top_scores, top_idx = total.topk(2 * K, dim=1)
-        top_scores, top_idx = top_scores.cpu().numpy(), top_idx.cpu().numpy()
+        (n, R), V = scores.shape, step_scores.shape[-1]
+        total = (torch.from_numpy(scores).to(device).view(-1, 1) + step_scores).view(n, R * V)  # dead beams: -inf
+        top_scores, top_idx = (t.cpu().numpy() for t in total.topk(min(2 * K, R * V), dim=1))
 
-        rows, tokens = (np.arange(B)[:, None] * K + top_idx // V), top_idx % V
-        next_states = keyspace.trie.step(states[rows.ravel()], tokens.ravel()).reshape(B, 2 * K)
-        leaves = keyspace.trie.is_leaf(np.maximum(next_states, 0).ravel()).reshape(B, 2 * K)
+        # walk each question's candidates best first: a leaf among the top K is a finished key,
+        # other finite candidates fill the K beams in score order
+        rows, tokens = np.arange(n)[:, None] * R + top_idx // V, top_idx % V
+        finite = np.isfinite(top_scores)
+        next_states = np.full(rows.shape, dead_state, dtype=np.int64)
+        next_states[finite] = trie.step(states[rows[finite]], tokens[finite])
+        leaf = np.zeros_like(finite)
+        leaf[finite] = trie.is_leaf(next_states[finite])
+        extends = finite & ~leaf
+        better_beams = np.cumsum(extends, 1) - extends  # candidates that extend, ranked above this one
+        considered = finite & (better_beams < K)
+        finishing = considered & leaf & (np.arange(rows.shape[1]) < K)
+        for i, r in zip(*np.nonzero(finishing)):
+            key_id = int(trie.values_under(int(next_states[i, r]))[0])
+            finished[active[i]].append(Hypothesis(key_id, float(top_scores[i, r])))
+        for q in active[finishing.any(1)]:
+            finished[q].sort(key=lambda h: -h.log_prob)
+            if len(finished[q]) >= num_return:
+                nth_finished[q] = finished[q][num_return - 1].log_prob
 
-        keep_rows, keep_tokens, keep_states = rows[:, :K].copy(), tokens[:, :K].copy(), np.full((B, K), dead_state)
-        new_scores = np.full((B, K), -np.inf, dtype=np.float32)
-        for b in np.flatnonzero(~done):
-            live = 0
-            for r in range(2 * K):
-                s = top_scores[b, r]
-                if not np.isfinite(s) or live == K:
-                    break
-                if leaves[b, r]:
-                    if r < K:
-                        key_id = int(keyspace.trie.values_under(int(next_states[b, r]))[0])
-                        finished[b].append(Hypothesis(key_id, float(s)))
-                    continue
-                keep_rows[b, live], keep_tokens[b, live] = rows[b, r], tokens[b, r]
-                keep_states[b, live], new_scores[b, live] = next_states[b, r], s
-                live += 1
-            finished[b].sort(key=lambda h: -h.log_prob)
-            enough = len(finished[b]) >= num_return
-            done[b] = live == 0 or (enough and finished[b][num_return - 1].log_prob >= new_scores[b, 0])
-        new_scores[done], keep_states[done] = -np.inf, dead_state
+        kept = considered & extends
+        i, r = np.nonzero(kept)
+        slot = better_beams[i, r]
+        beam_rows, beam_tokens = np.repeat(rows[:, :1], K, 1), np.repeat(tokens[:, :1], K, 1)
+        beam_states, new_scores = np.full((n, K), dead_state, dtype=np.int64), np.full((n, K), -np.inf, dtype=np.float32)
+        beam_rows[i, slot], beam_tokens[i, slot] = rows[i, r], tokens[i, r]
+        beam_states[i, slot], new_scores[i, slot] = next_states[i, r], top_scores[i, r]
+        done = ~kept.any(1) | (nth_finished[active] >= new_scores[:, 0])
 
-        flat_rows = torch.from_numpy(keep_rows.ravel()).to(device)
-        prefixes = torch.cat([prefixes[flat_rows], torch.from_numpy(keep_tokens.reshape(-1, 1)).to(device)], 1)
-        states = keep_states.ravel()
-        scores = torch.from_numpy(new_scores).to(device)
-    return [f[:num_return] for f in finished]
+        active, scores = active[~done], new_scores[~done]
+        if not len(active):
+            return [f[:num_return] for f in finished]
+        beam_rows, beam_tokens = beam_rows[~done].ravel(), beam_tokens[~done].ravel()
+        states, prefixes = beam_states[~done].ravel(), np.concatenate([prefixes[beam_rows], beam_tokens[:, None]], 1)
+        cache.reorder(beam_rows)
+        ctx = StepContext(keyspace, content, np.repeat(active, K), prefixes, states, device)
+        logits = model.extend(torch.from_numpy(beam_tokens).to(device), cache, torch.from_numpy(ctx.branching).to(device))

@@ -24,17 +24,29 @@ class StepContext:
     keyspace: KeySpace
     questions: list[list[int]]  # question tokens (no special tokens), per question
     row_question: np.ndarray  # [N] question index of each row
-    prefixes: torch.Tensor  # [N, t] target tokens decoded so far
+    prefixes: np.ndarray  # [N, t] target tokens decoded so far
     states: np.ndarray  # [N] trie node of each row
+    device: torch.device = torch.device("cpu")  # where the step scores live
     allowed: tuple[np.ndarray, np.ndarray] = field(init=False)  # (row, token) pairs
+    branching_mask: np.ndarray = field(init=False)  # [N] rows that allow more than one token
+    branching: np.ndarray = field(init=False)  # their indices
 
     def __post_init__(self):
         self.allowed = self.keyspace.trie.allowed_tokens(self.states)
+        self.branching_mask = np.bincount(self.allowed[0], minlength=len(self.states)) > 1
+        self.branching = np.flatnonzero(self.branching_mask)
 
-    def allowed_mask(self, vocab_size: int) -> torch.Tensor:
-        mask = torch.zeros(len(self.states), vocab_size, dtype=torch.bool)
-        mask[torch.from_numpy(self.allowed[0]), torch.from_numpy(self.allowed[1].astype(np.int64))] = True
-        return mask.to(self.prefixes.device)
+    def allowed_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (row, token) pairs as index tensors on the device."""
+        return tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device) for a in self.allowed)
+
+
+def scatter(shape: tuple[int, int], rows: np.ndarray, tokens: np.ndarray, values, device, fill: float = 0.0) -> torch.Tensor:
+    """A tensor on the device, `fill` except for `values` at (rows, tokens): only the pairs travel."""
+    values = torch.as_tensor(values)
+    out = torch.full(shape, fill, dtype=values.dtype, device=device)
+    out[tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in (rows, tokens))] = values.to(device)
+    return out
 
 
 def renormalise(scores: torch.Tensor) -> torch.Tensor:
@@ -42,10 +54,23 @@ def renormalise(scores: torch.Tensor) -> torch.Tensor:
 
 
 class TrieMask:
-    """Only tokens that continue some KB key; renormalised over them."""
+    """Only tokens that continue some KB key, renormalised over them; -inf elsewhere (a whole row
+    where nothing is allowed). Computed on the allowed pairs: a log-softmax per row over its pairs."""
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return renormalise(scores.masked_fill(~ctx.allowed_mask(scores.shape[-1]), float("-inf")))
+        rows, tokens = ctx.allowed_index()
+        kept = scores[rows, tokens]
+        row_max = torch.full((len(scores),), float("-inf"), device=scores.device).scatter_reduce(0, rows, kept, "amax")
+        kept = kept - row_max[rows]
+        log_total = torch.zeros(len(scores), device=scores.device).index_add_(0, rows, kept.exp()).log()
+        out = torch.full_like(scores, float("-inf"))
+        out[rows, tokens] = kept - log_total[rows]
+        return out
+
+
+def as_text(tokens, sep: int) -> str:
+    """Content tokens as a string, one character per token: rapidfuzz compares strings fastest."""
+    return "".join(chr(t) for t in tokens if t != sep)
 
 
 class LcsLookahead:
@@ -53,45 +78,75 @@ class LcsLookahead:
 
     Δ(token) = max over the keys through prefix+token of LCS(question, key) − LCS(question, prefix),
     floored at 0 (special tokens left out of both), as in the article's reference code.
+    Computed only for the rows where the rule applies, all their (question, key) pairs in one
+    rapidfuzz call; what a trie node's keys look like is memoised per node.
     """
 
     def __init__(self, cache_size: int = 65536):
         self._completions = lru_cache(maxsize=cache_size)(self._completions_uncached)
         self._keyspace: KeySpace | None = None
 
-    def _completions_uncached(self, state: int, depth: int) -> tuple[np.ndarray, list[list[int]]]:
-        """Next token and content tokens of every key through a trie node (memoised per node)."""
+    def _completions_uncached(self, state: int, depth: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The keys through a trie node grouped by their next token: (tokens, group starts, key contents)."""
         ks = self._keyspace
-        seqs = [ks.key_tokens[k] for k in ks.trie.values_under(state)]
-        return np.array([s[depth] for s in seqs]), [[t for t in s if t != ks.sep_id] for s in seqs]
+        seqs = sorted((s.tolist() for s in ks.trie.sequences_under(state)), key=lambda s: s[depth])
+        next_tokens = np.array([s[depth] for s in seqs])
+        starts = np.flatnonzero(np.diff(next_tokens, prepend=-1))
+        return next_tokens[starts], starts, [as_text(s, ks.sep_id) for s in seqs]
 
-    def gains(self, ctx: StepContext, vocab_size: int) -> torch.Tensor:
-        """Δ as a dense [N, V] tensor (0 where the rule does not apply)."""
+    def sparse_gains(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, token, Δ) for the allowed tokens of the rows where the rule applies."""
         if self._keyspace is not ctx.keyspace:
             self._keyspace = ctx.keyspace
             self._completions.cache_clear()
-        sep = ctx.keyspace.sep_id
-        delta = np.zeros((len(ctx.states), vocab_size), dtype=np.float32)
-        depth = ctx.prefixes.shape[1]
-        n_allowed = np.bincount(ctx.allowed[0], minlength=len(ctx.states))
-        prefixes = ctx.prefixes.tolist()
-        for row in np.flatnonzero(n_allowed > 1):
-            prefix = prefixes[row]
-            if sep not in prefix:
-                continue
-            question = ctx.questions[ctx.row_question[row]]
-            next_tokens, contents = self._completions(int(ctx.states[row]), depth)
-            covered = LCSseq.similarity(question, [t for t in prefix if t != sep])
-            best = process.cdist([question], contents, scorer=LCSseq.similarity, dtype=np.int32)[0] - covered
-            np.maximum.at(delta[row], next_tokens, best.astype(np.float32))
-        return torch.from_numpy(delta).to(ctx.prefixes.device)
+        sep, depth = ctx.keyspace.sep_id, ctx.prefixes.shape[1]
+        rows = np.flatnonzero(ctx.branching_mask & (ctx.prefixes == sep).any(1))
+        if not len(rows):
+            return rows, rows, np.zeros(0, dtype=np.float32)
+        texts = {q: as_text(ctx.questions[q], sep) for q in np.unique(ctx.row_question[rows]).tolist()}
+        questions = [texts[q] for q in ctx.row_question[rows].tolist()]
+        completions = [self._completions(state, depth) for state in ctx.states[rows].tolist()]
+        n_keys = np.array([len(c[2]) for c in completions])
+        # one call for every (question, prefix) and (question, key) pair of this step
+        pair_questions = questions + [q for q, n in zip(questions, n_keys) for _ in range(n)]
+        pair_texts = [as_text(p, sep) for p in ctx.prefixes[rows].tolist()] + [t for c in completions for t in c[2]]
+        lcs = process.cpdist(pair_questions, pair_texts, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
+        covered, best = lcs[: len(rows)], lcs[len(rows) :]
+        key_offsets = np.cumsum(n_keys) - n_keys
+        n_tokens = np.array([len(c[0]) for c in completions])
+        group_starts = np.concatenate([offset + c[1] for offset, c in zip(key_offsets, completions)])
+        delta = np.maximum(np.maximum.reduceat(best, group_starts) - np.repeat(covered, n_tokens), 0)
+        return np.repeat(rows, n_tokens), np.concatenate([c[0] for c in completions]), delta.astype(np.float32)
+
+    def gains(self, ctx: StepContext, vocab_size: int) -> torch.Tensor:
+        """Δ as a dense [N, V] tensor (0 where the rule does not apply)."""
+        return scatter((len(ctx.states), vocab_size), *self.sparse_gains(ctx), ctx.device)
+
+    def rule(self, scores: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        """The re-weighting of log-probs by Δ, before renormalising."""
+        raise NotImplementedError
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Re-weights and renormalises the rows with some Δ > 0; the others stay as they are
+        (already normalised log-probs, which renormalising would not change)."""
+        rows, tokens, delta = self.sparse_gains(ctx)
+        positive = delta > 0
+        rows, tokens, delta = rows[positive], tokens[positive], delta[positive]
+        if not len(rows):
+            return scores
+        changed = np.unique(rows)
+        gains = scatter((len(changed), scores.shape[-1]), np.searchsorted(changed, rows), tokens, delta, ctx.device)
+        index = torch.from_numpy(changed).to(ctx.device)
+        out = scores.clone()
+        out[index] = renormalise(self.rule(scores[index], gains))
+        return out
 
 
 class LcsPowerLookahead(LcsLookahead):
     """The article's rule: p ← p^(1/(Δ+1)), renormalised over the allowed tokens."""
 
-    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return renormalise(scores / (self.gains(ctx, scores.shape[-1]) + 1))
+    def rule(self, scores: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        return scores / (gains + 1)
 
 
 class LcsBonusLookahead(LcsLookahead):
@@ -101,5 +156,5 @@ class LcsBonusLookahead(LcsLookahead):
         super().__init__(cache_size)
         self.alpha = alpha
 
-    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return renormalise(scores + self.alpha * self.gains(ctx, scores.shape[-1]))
+    def rule(self, scores: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        return scores + self.alpha * gains
