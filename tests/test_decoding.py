@@ -19,13 +19,6 @@ SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 CHARS = "甲乙丙丁戊己庚辛"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- an independent reference for the step scores ------------------------------------------

@@ -22,13 +22,6 @@ SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 ARCHS = ["bert", "roformer"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_model(arch: str, seed: int = 0) -> UniLM:

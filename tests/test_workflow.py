@@ -48,8 +48,8 @@ def test_multirun_sweep_shares_one_wandb_group_and_writes_summary(tmp_path):
 
 def test_decode_only_sweep_needs_no_retraining(trained_toy, tmp_path):
     sweep = tmp_path / "eval"
-    proc = run_cli("evaluate", "-m", f"ckpt={trained_toy}", "lookahead=none,lcs_power", "decode.beam=1,3", "logger=csv",
-                   f"hydra.sweep.dir={sweep}")
+    run_cli("evaluate", "-m", f"ckpt={trained_toy}", "lookahead=none,lcs_power", "decode.beam=1,3", "logger=csv",
+            f"hydra.sweep.dir={sweep}")
     runs = collect(sweep)
     assert len(runs) == 4 and {(r["factors"]["lookahead"], r["factors"]["beam"]) for r in runs} == {
         ("none", 1), ("none", 3), ("lcs_power", 1), ("lcs_power", 3)}
