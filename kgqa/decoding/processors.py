@@ -77,7 +77,8 @@ class LcsLookahead:
     """Base of the look-ahead rules: Δ per allowed token, once S is decoded and >1 token is allowed.
 
     Δ(token) = max over the keys through prefix+token of LCS(question, key) − LCS(question, prefix),
-    floored at 0 (special tokens left out of both), as in the article's reference code.
+    floored at 0 as in the article's reference code, but over content tokens only (its code also
+    counts [CLS]/[SEP] ids and applies the power before the trie mask; see experiments/RESULTS.md).
     Computed only for the rows where the rule applies, all their (question, key) pairs in one
     rapidfuzz call; what a trie node's keys look like is memoised per node.
     """
