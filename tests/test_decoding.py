@@ -14,6 +14,7 @@ from kgqa.decoding.beam import beam_search
 from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, TrieMask
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
+from models import unigram_unilm
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 CHARS = "甲乙丙丁戊己庚辛"
@@ -237,20 +238,8 @@ def article_setup(order="spm", extra_keys=()):
 
 
 def preferring_model(tok, arch="bert") -> UniLM:
-    """A real UniLM whose next-token distribution is exp(lm_bias), whatever the input.
-
-    transform = Linear → GELU → LayerNorm: with the Linear zeroed, GELU(0) = 0 and the LayerNorm
-    of a zero vector is its bias (0), so logits = 0 · E^T + lm_bias = lm_bias.
-    """
-    torch.manual_seed(0)
-    model = UniLM(build_backbone(arch, tok.vocab_size, **SIZE)).eval()
-    with torch.no_grad():
-        model.transform[0].weight.zero_()
-        model.transform[0].bias.zero_()
-        model.lm_bias.zero_()
-        model.lm_bias[tok.encode("要")[0]] = math.log(0.6)
-        model.lm_bias[tok.encode("讲")[0]] = math.log(0.4)
-    return model
+    """Prefers 要 (p 0.6) over 讲 (p 0.4) at every step."""
+    return unigram_unilm(tok.vocab_size, {tok.encode("要")[0]: math.log(0.6), tok.encode("讲")[0]: math.log(0.4)}, arch)
 
 
 # Hand computation. Key tokens (spm): 张 三 [SEP] 主 {讲 课 程 | 要 成 就} [SEP] [SEP].

@@ -15,6 +15,7 @@ from kgqa.decoding.beam import beam_search
 from kgqa.decoding.processors import LcsPowerLookahead, TrieMask
 from kgqa.kbfolder import CHANGES, KbFolder
 from kgqa.model import UniLM, build_backbone
+from models import unigram_unilm
 from kgqa.trie import OverlayTrie, Trie
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -66,17 +67,8 @@ def folder(tmp_path):
 
 
 def favouring_model(tokenizer, text: str, arch: str = "roformer") -> UniLM:
-    """A real UniLM whose next-token distribution is exp(lm_bias) whatever the input, favouring
-    the characters of `text` and [SEP] (the transform zeroed, as in test_decoding)."""
-    torch.manual_seed(0)
-    model = UniLM(build_backbone(arch, tokenizer.vocab_size, **SIZE)).eval()
-    with torch.no_grad():
-        model.transform[0].weight.zero_()
-        model.transform[0].bias.zero_()
-        model.lm_bias.zero_()
-        for t in tokenizer.encode(text) + [tokenizer.sep_id]:
-            model.lm_bias[t] = 3.0
-    return model
+    """Favours the characters of `text` and [SEP] at every step."""
+    return unigram_unilm(tokenizer.vocab_size, {t: 3.0 for t in tokenizer.encode(text) + [tokenizer.sep_id]}, arch)
 
 
 def decode(folder: KbFolder, model, questions, order="spm", beam=3, num_return=1, lookahead=None):
