@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from kgqa.data.kb import KnowledgeBase
@@ -60,17 +60,37 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(batches[self.rank :: self.world_size])
 
 
+class LengthOrderedShard(Sampler[int]):
+    """Evaluation order: questions sorted by length (batches of similar length decode with little
+    padding and end together), then dealt out to the ranks, each example to exactly one rank (no
+    padding), so summed metrics are exact."""
+
+    def __init__(self, lengths: list[int], rank: int = 0, world_size: int = 1):
+        self.indices = np.argsort(np.asarray(lengths), kind="stable")[rank::world_size].tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+
 class KgqaDataModule(L.LightningDataModule):
     def __init__(self, source, kb_source, target: str = "spm", batch_size: int = 32, eval_batch_size: int = 64,
                  max_question_len: int = 64, num_workers: int = 0, pretrained: str | None = None,
-                 tokenizer: Tokenizer | None = None, seed: int = 0):
-        """`tokenizer` is given when restoring a trained model (its saved vocabulary)."""
+                 tokenizer: Tokenizer | None = None, seed: int = 0, augment: Callable | None = None,
+                 batches_per_bucket: int = 50, trie_targets: bool = False):
+        """`tokenizer` is given when restoring a trained model (its saved vocabulary); `augment` adds
+        training pairs from the KB (kgqa/data/augment.py), after the tokenizer is built from the real ones;
+        `batches_per_bucket` = 1 turns length bucketing off; `trie_targets`: training batches carry the
+        trie's allowed tokens at each target position (for the trie loss, optim.trie_loss)."""
         super().__init__()
         self.seed = seed  # training batch order depends on (seed, epoch) only
         self.source, self.kb_source, self.target = source, kb_source, target
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_question_len, self.pretrained = max_question_len, pretrained
-        self.tokenizer = tokenizer
+        self.tokenizer, self.augment = tokenizer, augment
+        self.batches_per_bucket, self.trie_targets = batches_per_bucket, trie_targets
         self.kb: KnowledgeBase | None = None
         self.keyspace: KeySpace | None = None
 
@@ -100,7 +120,7 @@ class KgqaDataModule(L.LightningDataModule):
     def encode_pair(self, example: QAExample) -> tuple[list[int], list[int]]:
         return encode_question(self.tokenizer, example.question, self.max_question_len), encode_key(self.tokenizer, example.triple.key, self.target)
 
-    def collate(self, examples: list[QAExample]) -> dict[str, Any]:
+    def collate(self, examples: list[QAExample], trie_targets: bool = False) -> dict[str, Any]:
         """Teacher-forcing tensors (dynamic padding) plus the raw examples for decoding."""
         pairs = [self.encode_pair(e) for e in examples]
         width = max(len(q) + len(t) for q, t in pairs)
@@ -111,23 +131,51 @@ class KgqaDataModule(L.LightningDataModule):
             ids[i, : len(q) + len(t)] = torch.tensor(q + t)
             segments[i, len(q) : len(q) + len(t)] = 1
             valid[i, : len(q) + len(t)] = True
-        return {"input_ids": ids, "segment_ids": segments, "valid": valid, "examples": examples}
+        batch = {"input_ids": ids, "segment_ids": segments, "valid": valid, "examples": examples}
+        if trie_targets:
+            batch["allowed"] = self.allowed_pairs([t for _, t in pairs])
+        return batch
+
+    def allowed_pairs(self, targets: list[list[int]]) -> torch.Tensor:
+        """(position, token) pairs [K, 2]: the tokens the trie allows before each target token, positions
+        numbered over the batch's target tokens in row-major order (as UniLM.loss reads them)."""
+        trie = self.keyspace.trie
+        lengths = np.array([len(t) for t in targets])
+        padded = np.zeros((len(targets), lengths.max(initial=0)), dtype=np.int64)
+        for i, t in enumerate(targets):
+            padded[i, : len(t)] = t
+        states = np.full(padded.shape, -1, dtype=np.int64)
+        current = np.full(len(targets), trie.ROOT, dtype=np.int64)
+        for j in range(padded.shape[1]):
+            states[:, j] = current
+            go = np.flatnonzero((lengths > j + 1) & (current >= 0))
+            current = np.full_like(current, -1)
+            current[go] = trie.step(states[go, j], padded[go, j])
+        flat = states[np.arange(padded.shape[1]) < lengths[:, None]]  # row-major, like a boolean mask index
+        in_trie = np.flatnonzero(flat >= 0)
+        which, tokens = trie.allowed_tokens(flat[in_trie])
+        return torch.from_numpy(np.stack([in_trie[which], np.asarray(tokens, dtype=np.int64)], 1))
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    @cached_property
+    def train_examples(self) -> list[QAExample]:
+        train = self.splits["train"]
+        return train + self.augment(train, self.kb, self.splits["val"] + self.splits["test"]) if self.augment else train
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._ranks()
-        lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in self.splits["train"]]
-        sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world)
-        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers,
+        train = self.train_examples
+        lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in train]
+        sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world, self.batches_per_bucket)
+        return DataLoader(train, batch_sampler=sampler, collate_fn=partial(self.collate, trie_targets=self.trie_targets), num_workers=self.num_workers,
                           generator=self._private_generator())
 
     def _eval_loader(self, split: str) -> DataLoader:
-        """Each rank decodes its own share, no example twice (no padding), so summed metrics are exact."""
         rank, world = self._ranks()
-        sampler = UnrepeatedDistributedSampler(self.splits[split], num_replicas=world, rank=rank, shuffle=False)
+        sampler = LengthOrderedShard([len(e.question) for e in self.splits[split]], rank, world)
         return DataLoader(self.splits[split], batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.collate,
                           num_workers=self.num_workers, generator=self._private_generator())
 

@@ -159,8 +159,30 @@ class UniLM(nn.Module):
         hidden = self._encode(tokens[:, None], segments, mask, positions, cache)[:, -1]
         return self._logits(hidden if rows is None else hidden[rows])
 
-    def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Teacher-forced cross-entropy on target tokens only (each predicts the next)."""
+    def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0,
+             trie_weight: float = 0.0, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced cross-entropy on target tokens only (each predicts the next).
+
+        With `trie_weight` > 0, that share of the loss is the cross-entropy over the tokens the trie
+        allows at each target position (`allowed`: (position, token) pairs, positions numbered over the
+        target tokens in row-major order): decoding only ever compares those, so training spends its
+        gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart."""
         logits = self(input_ids, segment_ids, valid)[:, :-1]
         predicts_target = (segment_ids[:, 1:] == 1) & valid[:, 1:]
-        return F.cross_entropy(logits[predicts_target], input_ids[:, 1:][predicts_target], label_smoothing=label_smoothing)
+        logits, targets = logits[predicts_target], input_ids[:, 1:][predicts_target]
+        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        if trie_weight:
+            loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(logits, targets, allowed)
+        return loss
+
+
+def trie_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits [N, V] renormalised over the allowed (position, token) pairs [K, 2];
+    positions whose target is not among their allowed tokens (a key not in the trie) are left out."""
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask[allowed[:, 0], allowed[:, 1]] = True
+    rows = mask[torch.arange(len(targets), device=targets.device), targets]
+    if not rows.any():
+        return logits[:0].sum()
+    masked = logits[rows].masked_fill(~mask[rows], float("-inf"))
+    return F.cross_entropy(masked, targets[rows])

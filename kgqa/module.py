@@ -64,7 +64,9 @@ class KgqaModule(L.LightningModule):
 
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], self.hparams.optim.get("label_smoothing", 0.0))
+        o = self.hparams.optim
+        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], o.get("label_smoothing", 0.0),
+                               o.get("trie_loss", 0.0), batch.get("allowed"))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
         return loss
 

@@ -35,7 +35,10 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
     d = cfg.data
     return KgqaDataModule(instantiate(d.source), instantiate(cfg.kb), target=cfg.target, batch_size=d.batch_size,
                           eval_batch_size=d.eval_batch_size, max_question_len=d.max_question_len,
-                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed)
+                          num_workers=d.get("num_workers", 0), batches_per_bucket=d.get("batches_per_bucket", 50),
+                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
+                          augment=instantiate(cfg.augment) if cfg.get("augment") else None,
+                          trie_targets=cfg.optim.get("trie_loss", 0.0) > 0)
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,11 @@ def test_truncated_checkpoint_gives_clear_error(toy_run, tmp_path):
 def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("train", "data=kgclue", f"data.root={kgclue_root}", "data.source.limit=48", "trainer.max_epochs=1",
-                   "trainer.num_sanity_val_steps=0", "logger=csv", f"hydra.run.dir={run_dir}")
+                   "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "optim.trie_loss=0.5",
+                   f"hydra.run.dir={run_dir}")
     metrics = printed_metrics(proc)
     assert {"val/em", "val/f1", "val/emf1", "test/em", "test/f1", "test/emf1"} <= set(metrics)
+    assert re.search(r"subject swap: (4[0-8]|[1-3]\d) extra training pairs from 48 questions", (run_dir / "train.log").read_text())
     questions = tmp_path / "test.json"
     questions.write_text("".join((kgclue_root / "test.json").read_text(encoding="utf-8").splitlines(True)[:16]), encoding="utf-8")
     out = tmp_path / "predict.json"

@@ -1,0 +1,79 @@
+"""What training sees beyond plain teacher forcing: KB-driven augmentation and the trie-renormalised loss."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgqa.data.augment import SubjectSwap
+from kgqa.data.sources import SynthKB, ToySource
+from kgqa.datamodule import KgqaDataModule
+from kgqa.model import UniLM, build_backbone
+
+
+@pytest.fixture(scope="module")
+def toy_dm() -> KgqaDataModule:
+    dm = KgqaDataModule(ToySource(seed=0), SynthKB(), target="spm", augment=SubjectSwap(per_question=2, seed=0))
+    dm.setup()
+    return dm
+
+
+def test_subject_swap_asks_the_phrasing_about_other_kb_entities(toy_dm):
+    train, kb = toy_dm.splits["train"], toy_dm.kb
+    extra = toy_dm.train_examples[len(train):]
+    assert toy_dm.train_examples[: len(train)] == train
+    assert len(train) < len(extra) <= 2 * len(train)
+    by_id = {str(e.id): e for e in train}
+    held_out = {e.triple.key.subject for s in ("val", "test") for e in toy_dm.splits[s]}
+    meanings = Counter((k.subject, k.predicate) for k in kb.keys)
+    for e in extra:
+        source = by_id[str(e.id).rsplit("/", 1)[0]]
+        key = e.triple.key
+        assert key in kb and e.triple.obj in kb.objects[kb.key_id(key)]
+        assert key.predicate == source.triple.key.predicate and key.subject != source.triple.key.subject
+        assert e.question == source.question.replace(source.triple.key.subject, key.subject)
+        assert key.subject not in held_out and meanings[(key.subject, key.predicate)] == 1
+
+
+def test_subject_swap_is_deterministic_for_a_seed(toy_dm):
+    train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
+    assert SubjectSwap(2, seed=0)(train, toy_dm.kb, held_out) == toy_dm.train_examples[len(train):]
+    assert SubjectSwap(2, seed=1)(train, toy_dm.kb, held_out) != toy_dm.train_examples[len(train):]
+
+
+def test_allowed_pairs_are_the_tries_choices_before_each_target_token(toy_dm):
+    batch = toy_dm.collate(toy_dm.splits["val"][:16], trie_targets=True)
+    trie, pairs = toy_dm.keyspace.trie, batch["allowed"].numpy()
+    position = 0
+    for example in batch["examples"]:
+        _, target = toy_dm.encode_pair(example)
+        for j in range(len(target)):
+            which, tokens = trie.allowed_tokens([trie.walk(target[:j])])
+            assert sorted(pairs[pairs[:, 0] == position, 1]) == sorted(tokens.tolist())
+            assert target[j] in tokens
+            position += 1
+    assert pairs[:, 0].max() == position - 1
+
+
+def test_trie_loss_is_cross_entropy_over_the_allowed_tokens(toy_dm):
+    torch.manual_seed(0)
+    model = UniLM(build_backbone("roformer", len(toy_dm.tokenizer.vocab), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64)).eval()
+    batch = toy_dm.collate(toy_dm.splits["train"][:8], trie_targets=True)
+    ids, seg, valid, allowed = batch["input_ids"], batch["segment_ids"], batch["valid"], batch["allowed"]
+    with torch.no_grad():
+        logits = model(ids, seg, valid)
+        terms, position = [], 0
+        for b in range(len(ids)):
+            for pos in torch.nonzero(seg[b] == 1).flatten().tolist():  # target token at pos, predicted from pos-1
+                choices = allowed[allowed[:, 0] == position, 1]
+                log_probs = F.log_softmax(logits[b, pos - 1, choices], -1)
+                terms.append(-log_probs[(choices == ids[b, pos]).nonzero().item()])
+                position += 1
+        by_hand = torch.stack(terms).mean()
+        full = model.loss(ids, seg, valid)
+        torch.testing.assert_close(model.loss(ids, seg, valid, trie_weight=1.0, allowed=allowed), by_hand)
+        torch.testing.assert_close(model.loss(ids, seg, valid, trie_weight=0.5, allowed=allowed), (full + by_hand) / 2)
+    assert by_hand < full  # fewer choices, more probability on the target
