@@ -225,8 +225,8 @@ def load_trained(ckpt_path: str, root: str) -> tuple[KgqaDataModule, UniLM, str]
 # --- timing ----------------------------------------------------------------------------------
 def run_project(model, dm, questions, beam: int, lookahead: bool, batch_size: int,
                 by_length: bool = False) -> tuple[list[tuple[int, float]], float]:
-    """Batches in question order, as validation batches come; `by_length` batches questions of similar
-    length together (less padding to encode), answers back in question order."""
+    """Batches in question order (arbitrary lengths mixed); `by_length` batches questions of similar
+    length together, as the validation loader and the Answerer do, answers back in question order."""
     processors = [TrieMask()] + ([LcsPowerLookahead()] if lookahead else [])
     order = np.argsort([len(q) for q in questions], kind="stable") if by_length else np.arange(len(questions))
     start, answers = time.perf_counter(), [None] * len(questions)

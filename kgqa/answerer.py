@@ -40,11 +40,16 @@ class Answerer:
         return question.strip()
 
     def __call__(self, model: UniLM, questions: Sequence[str]) -> list[list[Answer]]:
-        out: list[list[Answer]] = []
+        """Answers in the questions' order, decoded in batches of similar length (less padding)."""
         kb = self.keyspace.kb
-        for start in range(0, len(questions), self.batch_size):
-            batch = [encode_question(self.tokenizer, q, self.max_question_len) for q in questions[start : start + self.batch_size]]
-            hyps = beam_search(model, self.keyspace, batch, self.processors, self.tokenizer.pad_id, self.beam, self.num_return)
-            out += [[Answer(Triple(kb.keys[h.key_id], kb.answer(h.key_id)), tuple(kb.objects[h.key_id]), math.exp(h.log_prob))
-                     for h in per_question] for per_question in hyps]
+        encoded = [encode_question(self.tokenizer, q, self.max_question_len) for q in questions]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[list[Answer]] = [[] for _ in questions]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            hyps = beam_search(model, self.keyspace, [encoded[i] for i in chunk], self.processors, self.tokenizer.pad_id,
+                               self.beam, self.num_return)
+            for i, per_question in zip(chunk, hyps):
+                out[i] = [Answer(Triple(kb.keys[h.key_id], kb.answer(h.key_id)), tuple(kb.objects[h.key_id]), math.exp(h.log_prob))
+                          for h in per_question]
         return out
