@@ -24,10 +24,12 @@ class Answer:
 
 
 class Answerer:
-    def __init__(self, keyspace: KeySpace, tokenizer: Tokenizer, lookahead: Processor | None = None,
+    def __init__(self, keyspace: KeySpace, tokenizer: Tokenizer, lookahead: Processor | Sequence[Processor] | None = None,
                  beam: int = 3, num_return: int = 1, max_question_len: int = 64, batch_size: int = 64):
+        """`lookahead`: a re-weighting rule, or several applied in turn, after the trie mask."""
         self.keyspace, self.tokenizer = keyspace, tokenizer
-        self.processors = [TrieMask()] + ([lookahead] if lookahead is not None else [])
+        rules = [] if lookahead is None else list(lookahead) if isinstance(lookahead, Sequence) else [lookahead]
+        self.processors = [TrieMask(), *rules]
         self.beam, self.num_return = beam, num_return
         self.max_question_len, self.batch_size = max_question_len, batch_size
 

@@ -11,7 +11,8 @@ from kgqa.data.kb import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
 from kgqa.decoding.beam import beam_search
-from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, TrieMask
+from kgqa.decoding.processors import (LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, SubjectCopy,
+                                      TrieMask)
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
 from models import unigram_unilm
@@ -35,8 +36,9 @@ def lcs(a, b) -> int:
 class ReferenceScorer:
     """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
 
-    def __init__(self, key_tokens, sep, rule=None, alpha=1.0):
+    def __init__(self, key_tokens, sep, rule=None, alpha=1.0, copy_alpha=0.0):
         self.keys, self.sep, self.rule, self.alpha = [tuple(k) for k in key_tokens], sep, rule, alpha
+        self.copy_alpha, self.copied = copy_alpha, 0  # steps where the subject-copy bonus changed the scores
         self.applied = 0  # steps where the look-ahead changed the scores (some Δ > 0)
 
     def step(self, log_probs: torch.Tensor, question, prefix) -> dict[int, float]:
@@ -45,6 +47,12 @@ class ReferenceScorer:
         through = [k for k in self.keys if k[: len(prefix)] == prefix and len(k) > len(prefix)]
         allowed = sorted({k[len(prefix)] for k in through})
         lp = torch.log_softmax(log_probs.double()[allowed], 0)  # trie mask, renormalised
+        if self.copy_alpha and len(allowed) > 1 and self.sep not in prefix:
+            def copies(tokens):  # a contiguous piece of the question
+                return any(list(question[i : i + len(tokens)]) == list(tokens) for i in range(len(question) - len(tokens) + 1))
+            bonus = [copies(prefix + (a,)) or (a == self.sep and len(prefix) > 0 and copies(prefix)) for a in allowed]
+            self.copied += 0 < sum(bonus) < len(allowed)
+            lp = torch.log_softmax(lp + self.copy_alpha * torch.tensor(bonus, dtype=torch.float64), 0)
         if self.rule and len(allowed) > 1 and self.sep in prefix:
             content = lambda s: [t for t in s if t != self.sep]  # noqa: E731
             covered = lcs(question, content(prefix))
@@ -96,7 +104,8 @@ def random_model(request):
     return model
 
 
-LOOKAHEADS = {"none": lambda: None, "power": LcsPowerLookahead, "bonus": lambda: LcsBonusLookahead(alpha=0.7)}
+LOOKAHEADS = {"none": lambda: [], "power": lambda: [LcsPowerLookahead()], "bonus": lambda: [LcsBonusLookahead(alpha=0.7)],
+              "copy_bonus": lambda: [SubjectCopy(alpha=1.5), LcsBonusLookahead(alpha=0.7)]}
 
 
 @pytest.mark.parametrize("lookahead", list(LOOKAHEADS))
@@ -106,15 +115,15 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
     order = ["spm", "smp"][random_model.seed % 2]  # both target orders, over the seeds
     ks = KeySpace(kb, tok, order)
     assert len(kb) > 150
-    look = LOOKAHEADS[lookahead]()
-    processors = [TrieMask()] + ([look] if look is not None else [])
+    processors = [TrieMask(), *LOOKAHEADS[lookahead]()]
     encoded = [encode_question(tok, q, 64) for q in questions]
 
     together = beam_search(random_model, ks, encoded, processors, tok.pad_id, beam_size=beam, num_return=beam)
     assert len(together) == len(questions)
 
     key_tokens = [encode_key(tok, k, order) for k in kb.keys]  # recomputed, not the keyspace's
-    reference = ReferenceScorer(key_tokens, tok.sep_id, rule=None if lookahead == "none" else lookahead, alpha=0.7)
+    reference = ReferenceScorer(key_tokens, tok.sep_id, rule={"none": None, "copy_bonus": "bonus"}.get(lookahead, lookahead),
+                                alpha=0.7, copy_alpha=1.5 if lookahead == "copy_bonus" else 0.0)
     for q_ids, hyps in zip(encoded, together):
         ids = [h.key_id for h in hyps]
         assert len(hyps) == beam  # the KB has more than `beam` keys: num_return=beam keys come back
@@ -139,6 +148,7 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
             assert h.log_prob == pytest.approx(total, abs=2e-4)
     if lookahead != "none":
         assert reference.applied > 0  # the rule really re-weighted some step on the way
+    assert (reference.copied > 0) == (lookahead == "copy_bonus")
 
     # a batch decodes like its questions one at a time (left padding changes nothing)
     for q_ids, hyps in zip(encoded, together):
@@ -332,3 +342,23 @@ def test_lcs_gains_do_not_apply_before_the_subject_is_complete():
     # and once S is complete at a branch the rule does apply, on the same keyspace
     ctx = context(ks, tok, [QUESTION], [(0, "张三|主")])
     assert look.gains(ctx, tok.vocab_size).sum() > 0
+
+
+def test_subject_copy_favours_keeping_s_a_piece_of_the_question():
+    kb, tok, ks = article_setup(extra_keys=[Key("张四", "主讲课程"), Key("李三", "主讲课程"), Key("三主", "别名")])
+    copy = SubjectCopy(alpha=math.log(3))  # triples the odds of a copying token
+    zhang, li, san, si = (tok.encode(c)[0] for c in "张李三四")
+    # root: 张 and 三 begin pieces of the question, 李 does not; inside S: 张三 does, 张四 does not;
+    # after 三: 主 continues the piece 三主, and [SEP] would end S on the piece 三 (not a key: -inf stays)
+    ctx = context(ks, tok, [QUESTION, QUESTION], [(0, ""), (1, "")])
+    rows, tokens = copy.copy_pairs(ctx)
+    assert sorted(tokens[rows == 0].tolist()) == sorted(tok.encode("张三主要讲什么课程"))
+    uniform = TrieMask()(torch.zeros(2, tok.vocab_size), ctx)  # 张, 李, 三 equally likely
+    out = copy(uniform, ctx).exp()
+    assert out[0, [zhang, li, san]].tolist() == pytest.approx([3 / 7, 1 / 7, 3 / 7], abs=1e-6)
+    ctx = context(ks, tok, [QUESTION], [(0, "张")])
+    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    assert out[0, [san, si]].tolist() == pytest.approx([3 / 4, 1 / 4], abs=1e-6)
+    # once S is past its [SEP] the rule is silent (the LCS rules take over)
+    ctx = context(ks, tok, [QUESTION], [(0, "张三|主")])
+    assert len(copy.copy_pairs(ctx)[0]) == 0

@@ -159,3 +159,47 @@ class LcsBonusLookahead(LcsLookahead):
 
     def rule(self, scores: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
         return scores + self.alpha * gains
+
+
+class SubjectCopy:
+    """While S is decoded: log p + α for each token that keeps S a verbatim piece of the question
+    (and for [SEP] once it is one), renormalised over the allowed tokens.
+
+    The article's look-ahead starts after S, but S is where a from-scratch model slips most on
+    unseen questions (it starts a subject at the wrong character: 你什么时候参加的执业兽医资格考试
+    → 加加大街): KgCLUE subjects are almost always copied from the question.
+    """
+
+    def __init__(self, alpha: float = 16.0):
+        self.alpha = alpha
+
+    def copy_pairs(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray]:
+        """(row, token) pairs that continue a copy of the question, for branching rows still in S."""
+        sep = ctx.keyspace.sep_id
+        rows = np.flatnonzero(ctx.branching_mask & ~(ctx.prefixes == sep).any(1))
+        texts: dict[int, str] = {}
+        pair_rows, pair_tokens = [], []
+        for row in rows.tolist():
+            q = int(ctx.row_question[row])
+            if q not in texts:
+                texts[q] = as_text(ctx.questions[q], sep)
+            question, prefix = texts[q], as_text(ctx.prefixes[row], sep)
+            starts = [i for i in range(len(question) - len(prefix) + 1) if question.startswith(prefix, i)]
+            nexts = {ord(question[i + len(prefix)]) for i in starts if i + len(prefix) < len(question)}
+            if prefix and starts:
+                nexts.add(sep)
+            pair_rows += [row] * len(nexts)
+            pair_tokens += nexts
+        return np.array(pair_rows, dtype=np.int64), np.array(pair_tokens, dtype=np.int64)
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        rows, tokens = self.copy_pairs(ctx)
+        if not len(rows):
+            return scores
+        changed = np.unique(rows)
+        bonus = scatter((len(changed), scores.shape[-1]), np.searchsorted(changed, rows), tokens,
+                        torch.tensor(self.alpha, dtype=scores.dtype), ctx.device)
+        index = torch.from_numpy(changed).to(ctx.device)
+        out = scores.clone()
+        out[index] = renormalise(scores[index] + bonus)
+        return out
