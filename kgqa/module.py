@@ -53,7 +53,7 @@ class KgqaModule(L.LightningModule):
                 logger.experiment.define_metric("val/emf1", summary="max")
 
     def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
-        lookahead = instantiate(self.lookahead_cfg) if self.lookahead_cfg else None
+        lookahead = instantiate(self.lookahead_cfg, _convert_="all") if self.lookahead_cfg else None  # a rule or a list
         d = self.hparams.decode
         return Answerer(keyspace, tokenizer, lookahead, beam=d["beam"], num_return=d.get("num_return", 1),
                         max_question_len=max_question_len, batch_size=batch_size)

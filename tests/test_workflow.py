@@ -139,3 +139,17 @@ def test_report_writes_table_and_chart(trained_toy, tmp_path):
     rows = report(trained_toy.parent)
     assert len(rows) == 1 and rows[0]["test/emf1"] is not None
     assert (trained_toy.parent / "report.png").stat().st_size > 1000
+
+
+def test_article_ablation_decodes_each_model_with_every_rule():
+    from kgqa.cli.train import decode_variants
+    from kgqa.decoding.processors import LcsBonusLookahead, LcsPowerLookahead, SubjectCopy
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["experiment=article_ablation"])
+        variants = decode_variants(cfg)
+    rules = {tag: instantiate(rule, _convert_="all") if rule else None for tag, rule in variants}
+    assert rules[""] is None  # the run's own rule: none
+    assert isinstance(rules["lcs_power"], LcsPowerLookahead) and isinstance(rules["lcs_bonus"], LcsBonusLookahead)
+    assert [type(r) for r in rules["copy_lcs_bonus"]] == [SubjectCopy, LcsBonusLookahead]
+    assert [type(r) for r in rules["copy_lcs_power"]] == [SubjectCopy, LcsPowerLookahead]
