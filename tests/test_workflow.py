@@ -153,3 +153,14 @@ def test_article_ablation_decodes_each_model_with_every_rule():
     assert isinstance(rules["lcs_power"], LcsPowerLookahead) and isinstance(rules["lcs_bonus"], LcsBonusLookahead)
     assert [type(r) for r in rules["copy_lcs_bonus"]] == [SubjectCopy, LcsBonusLookahead]
     assert [type(r) for r in rules["copy_lcs_power"]] == [SubjectCopy, LcsPowerLookahead]
+
+
+def test_eval_shards_cover_every_question_once_in_length_order():
+    from kgqa.datamodule import LengthOrderedShard
+
+    lengths = [5, 3, 9, 3, 7, 1, 4]
+    shards = [list(LengthOrderedShard(lengths, rank, 3)) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(len(lengths)))
+    assert [len(s) for s in shards] == [3, 2, 2]  # no padding: exact metric sums
+    for shard in shards:
+        assert [lengths[i] for i in shard] == sorted(lengths[i] for i in shard)
