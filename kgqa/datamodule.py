@@ -140,18 +140,8 @@ class KgqaDataModule(L.LightningDataModule):
         """(position, token) pairs [K, 2]: the tokens the trie allows before each target token, positions
         numbered over the batch's target tokens in row-major order (as UniLM.loss reads them)."""
         trie = self.keyspace.trie
-        lengths = np.array([len(t) for t in targets])
-        padded = np.zeros((len(targets), lengths.max(initial=0)), dtype=np.int64)
-        for i, t in enumerate(targets):
-            padded[i, : len(t)] = t
-        states = np.full(padded.shape, -1, dtype=np.int64)
-        current = np.full(len(targets), trie.ROOT, dtype=np.int64)
-        for j in range(padded.shape[1]):
-            states[:, j] = current
-            go = np.flatnonzero((lengths > j + 1) & (current >= 0))
-            current = np.full_like(current, -1)
-            current[go] = trie.step(states[go, j], padded[go, j])
-        flat = states[np.arange(padded.shape[1]) < lengths[:, None]]  # row-major, like a boolean mask index
+        states, lengths = trie.path_states(targets)
+        flat = states[np.arange(states.shape[1]) < lengths[:, None]]  # before each token, row-major like a mask index
         in_trie = np.flatnonzero(flat >= 0)
         which, tokens = trie.allowed_tokens(flat[in_trie])
         return torch.from_numpy(np.stack([in_trie[which], np.asarray(tokens, dtype=np.int64)], 1))

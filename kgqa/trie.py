@@ -72,21 +72,28 @@ class KeyTrie:
         """The state a token sequence leads to from the root, or -1."""
         return int(self.walk_all([sequence])[0][0])
 
-    def walk_all(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Each sequence's state (-1 where it leaves the trie), all stepped together, and whether
-        its path went through a whole key before its end (a key that is a proper prefix of it)."""
+    def path_states(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The states along each sequence, all stepped together: [B, T+1], column k the state after
+        its first k tokens (-1 once it leaves the trie, and past its end); and the lengths [B]."""
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         padded = np.zeros((len(sequences), int(lengths.max(initial=0))), dtype=np.int64)
         for i, s in enumerate(sequences):
             padded[i, : len(s)] = s
-        states = np.full(len(sequences), self.ROOT, dtype=np.int64)
-        through_key = np.zeros(len(sequences), dtype=bool)
+        states = np.full((len(sequences), padded.shape[1] + 1), -1, dtype=np.int64)
+        states[:, 0] = self.ROOT
         for column in range(padded.shape[1]):
-            go = np.flatnonzero((lengths > column) & (states >= 0))
-            if column:  # the root is no key
-                through_key[go] |= self.is_leaf(states[go])
-            states[go] = self.step(states[go], padded[go, column])
-        return states, through_key
+            go = np.flatnonzero((lengths > column) & (states[:, column] >= 0))
+            states[go, column + 1] = self.step(states[go, column], padded[go, column])
+        return states, lengths
+
+    def walk_all(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each sequence's state (-1 where it leaves the trie), and whether its path went through a
+        whole key before its end (a key that is a proper prefix of it)."""
+        states, lengths = self.path_states(sequences)
+        inner = (np.arange(states.shape[1]) > 0) & (np.arange(states.shape[1]) < lengths[:, None]) & (states >= 0)
+        leaf = np.zeros(states.shape, dtype=bool)  # the root is no key
+        leaf[inner] = self.is_leaf(states[inner])
+        return states[np.arange(len(states)), lengths], leaf.any(1)
 
 
 class Trie(KeyTrie):
