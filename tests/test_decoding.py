@@ -36,9 +36,10 @@ def lcs(a, b) -> int:
 class ReferenceScorer:
     """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
 
-    def __init__(self, key_tokens, sep, rule=None, alpha=1.0, copy_alpha=0.0):
+    def __init__(self, key_tokens, sep, rule=None, alpha=1.0, copy_alpha=0.0, copy_per_char=0.0):
         self.keys, self.sep, self.rule, self.alpha = [tuple(k) for k in key_tokens], sep, rule, alpha
-        self.copy_alpha, self.copied = copy_alpha, 0  # steps where the subject-copy bonus changed the scores
+        self.copy_alpha, self.copy_per_char = copy_alpha, copy_per_char
+        self.copied = 0  # steps where the subject-copy bonus changed the scores
         self.applied = 0  # steps where the look-ahead changed the scores (some Δ > 0)
 
     def step(self, log_probs: torch.Tensor, question, prefix) -> dict[int, float]:
@@ -50,9 +51,15 @@ class ReferenceScorer:
         if self.copy_alpha and len(allowed) > 1 and self.sep not in prefix:
             def copies(tokens):  # a contiguous piece of the question
                 return any(list(question[i : i + len(tokens)]) == list(tokens) for i in range(len(question) - len(tokens) + 1))
-            bonus = [copies(prefix + (a,)) or (a == self.sep and len(prefix) > 0 and copies(prefix)) for a in allowed]
-            self.copied += 0 < sum(bonus) < len(allowed)
-            lp = torch.log_softmax(lp + self.copy_alpha * torch.tensor(bonus, dtype=torch.float64), 0)
+            copied = {k[: k.index(self.sep)] for k in self.keys if copies(k[: k.index(self.sep)])}  # subjects
+            def bonus(a):  # α on the way to a copied subject, β per character its longest one adds
+                if a == self.sep:
+                    return self.copy_alpha if prefix in copied else 0.0
+                through = [len(c) - len(prefix) for c in copied if c[: len(prefix) + 1] == prefix + (a,)]
+                return self.copy_alpha + self.copy_per_char * max(through) if through else 0.0
+            bonuses = [bonus(a) for a in allowed]
+            self.copied += len(set(bonuses)) > 1
+            lp = torch.log_softmax(lp + torch.tensor(bonuses, dtype=torch.float64), 0)
         if self.rule and len(allowed) > 1 and self.sep in prefix:
             content = lambda s: [t for t in s if t != self.sep]  # noqa: E731
             covered = lcs(question, content(prefix))
@@ -105,7 +112,7 @@ def random_model(request):
 
 
 LOOKAHEADS = {"none": lambda: [], "power": lambda: [LcsPowerLookahead()], "bonus": lambda: [LcsBonusLookahead(alpha=0.7)],
-              "copy_bonus": lambda: [SubjectCopy(alpha=1.5), LcsBonusLookahead(alpha=0.7)]}
+              "copy_bonus": lambda: [SubjectCopy(alpha=1.5, per_char=0.4), LcsBonusLookahead(alpha=0.7)]}
 
 
 @pytest.mark.parametrize("lookahead", list(LOOKAHEADS))
@@ -123,7 +130,7 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
 
     key_tokens = [encode_key(tok, k, order) for k in kb.keys]  # recomputed, not the keyspace's
     reference = ReferenceScorer(key_tokens, tok.sep_id, rule={"none": None, "copy_bonus": "bonus"}.get(lookahead, lookahead),
-                                alpha=0.7, copy_alpha=1.5 if lookahead == "copy_bonus" else 0.0)
+                                alpha=0.7, copy_alpha=1.5 if lookahead == "copy_bonus" else 0.0, copy_per_char=0.4)
     for q_ids, hyps in zip(encoded, together):
         ids = [h.key_id for h in hyps]
         assert len(hyps) == beam  # the KB has more than `beam` keys: num_return=beam keys come back
@@ -344,21 +351,40 @@ def test_lcs_gains_do_not_apply_before_the_subject_is_complete():
     assert look.gains(ctx, tok.vocab_size).sum() > 0
 
 
-def test_subject_copy_favours_keeping_s_a_piece_of_the_question():
-    kb, tok, ks = article_setup(extra_keys=[Key("张四", "主讲课程"), Key("李三", "主讲课程"), Key("三主", "别名")])
+def test_subject_copy_favours_subjects_copied_from_the_question():
+    extra = [Key("张四", "主讲课程"), Key("李三", "主讲课程"), Key("三主", "别名"), Key("主要人物", "别名"),
+             Key("主什", "别名")]
+    kb, tok, ks = article_setup(extra_keys=extra)
     copy = SubjectCopy(alpha=math.log(3))  # triples the odds of a copying token
-    zhang, li, san, si = (tok.encode(c)[0] for c in "张李三四")
-    # root: 张 and 三 begin pieces of the question, 李 does not; inside S: 张三 does, 张四 does not;
-    # after 三: 主 continues the piece 三主, and [SEP] would end S on the piece 三 (not a key: -inf stays)
+    zhang, li, san, si, zhu = (tok.encode(c)[0] for c in "张李三四主")
+    # the question 张三主要讲什么课程 holds the subjects 张三 and 三主, not 张四, 李三, 主什 or 主要人物 (only its start 主要)
+    # root: 张 and 三 begin a copied subject; 李 does not, nor 主 (a piece of the question, but no subject)
     ctx = context(ks, tok, [QUESTION, QUESTION], [(0, ""), (1, "")])
-    rows, tokens = copy.copy_pairs(ctx)
-    assert sorted(tokens[rows == 0].tolist()) == sorted(tok.encode("张三主要讲什么课程"))
-    uniform = TrieMask()(torch.zeros(2, tok.vocab_size), ctx)  # 张, 李, 三 equally likely
+    rows, tokens, _ = copy.copy_pairs(ctx)
+    assert sorted(tokens[rows == 0].tolist()) == sorted([zhang, san])
+    uniform = TrieMask()(torch.zeros(2, tok.vocab_size), ctx)  # 张, 李, 三, 主 equally likely
     out = copy(uniform, ctx).exp()
-    assert out[0, [zhang, li, san]].tolist() == pytest.approx([3 / 7, 1 / 7, 3 / 7], abs=1e-6)
+    assert out[0, [zhang, li, san, zhu]].tolist() == pytest.approx([3 / 8, 1 / 8, 3 / 8, 1 / 8], abs=1e-6)
+    # after 主 (要 or 什 may follow): 要 keeps a piece of the question but leads only to 主要人物: no bonus
+    ctx = context(ks, tok, [QUESTION], [(0, "主")])
+    assert ctx.branching.tolist() == [0] and len(copy.copy_pairs(ctx)[0]) == 0
     ctx = context(ks, tok, [QUESTION], [(0, "张")])
     out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
     assert out[0, [san, si]].tolist() == pytest.approx([3 / 4, 1 / 4], abs=1e-6)
     # once S is past its [SEP] the rule is silent (the LCS rules take over)
     ctx = context(ks, tok, [QUESTION], [(0, "张三|主")])
     assert len(copy.copy_pairs(ctx)[0]) == 0
+
+
+def test_subject_copy_prefers_the_subject_covering_more_of_the_question():
+    kb, tok, ks = article_setup(extra_keys=[Key("张三主", "别名"), Key("三主", "别名"), Key("李三", "别名")])
+    copy = SubjectCopy(alpha=math.log(3), per_char=math.log(2))  # odds ×3 on the way to a copy, ×2 per character
+    zhang, li, san, zhu = (tok.encode(c)[0] for c in "张李三主")
+    # root: 张 leads to 张三主 (3 characters to copy): 3·2³ = 24; 三 to 三主 (2): 3·2² = 12; 李: 1
+    ctx = context(ks, tok, [QUESTION], [(0, "")])
+    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    assert out[0, [zhang, san, li]].tolist() == pytest.approx([24 / 37, 12 / 37, 1 / 37], abs=1e-6)
+    # after 张三: [SEP] ends the copy 张三 (3), 主 goes on to 张三主 (3·2 = 6)
+    ctx = context(ks, tok, [QUESTION], [(0, "张三")])
+    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    assert out[0, [tok.sep_id, zhu]].tolist() == pytest.approx([1 / 3, 2 / 3], abs=1e-6)

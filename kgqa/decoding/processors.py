@@ -162,43 +162,64 @@ class LcsBonusLookahead(LcsLookahead):
 
 
 class SubjectCopy:
-    """While S is decoded: log p + α for each token that keeps S a verbatim piece of the question
-    (and for [SEP] once it is one), renormalised over the allowed tokens.
+    """While S is decoded: log p + α for each token on the way to a KB subject that is a verbatim
+    piece of the question (and for [SEP] once S is one), plus β for each character the longest
+    such subject through the token still adds, renormalised over the allowed tokens.
 
     The article's look-ahead starts after S, but S is where a from-scratch model slips most on
     unseen questions (it starts a subject at the wrong character: 你什么时候参加的执业兽医资格考试
-    → 加加大街): KgCLUE subjects are almost always copied from the question.
+    → 加加大街): KgCLUE subjects are almost always copied from the question. Only pieces that are
+    whole subjects count: a bonus for any copied character would lead the beam into subjects that
+    merely begin like the question (怎样才能得到于禁 → 怎么又是你). β is the article's coverage idea
+    for S: of the subjects in 观音寺市诞生, 观音寺市 covers more of the question than 观音寺.
     """
 
-    def __init__(self, alpha: float = 16.0):
-        self.alpha = alpha
+    def __init__(self, alpha: float = 16.0, per_char: float = 0.0, cache_size: int = 4096):
+        self.alpha, self.per_char = alpha, per_char
+        self._subjects = lru_cache(maxsize=cache_size)(self._subjects_uncached)
+        self._keyspace: KeySpace | None = None
 
-    def copy_pairs(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray]:
-        """(row, token) pairs that continue a copy of the question, for branching rows still in S."""
+    def _subjects_uncached(self, question: tuple[int, ...]) -> frozenset[tuple[int, ...]]:
+        """The pieces of the question that are whole KB subjects: every suffix walked down the trie
+        at once, kept where [SEP] may follow."""
+        trie, sep = self._keyspace.trie, self._keyspace.sep_id
+        states, _ = trie.path_states([question[i:] for i in range(len(question))])
+        start, length = np.nonzero(states[:, 1:] >= 0)
+        length += 1
+        ends = trie.step(states[start, length], np.full(len(start), sep)) >= 0
+        return frozenset(question[a : a + n] for a, n in zip(start[ends].tolist(), length[ends].tolist()))
+
+    def copy_pairs(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, token, characters still to copy) for the tokens on the way to a subject copied from
+        the question, in the branching rows still in S; [SEP] ends S with 0 characters to go."""
+        if self._keyspace is not ctx.keyspace:
+            self._keyspace = ctx.keyspace
+            self._subjects.cache_clear()
         sep = ctx.keyspace.sep_id
         rows = np.flatnonzero(ctx.branching_mask & ~(ctx.prefixes == sep).any(1))
-        texts: dict[int, str] = {}
-        pair_rows, pair_tokens = [], []
+        pair_rows, pair_tokens, to_copy = [], [], []
         for row in rows.tolist():
-            q = int(ctx.row_question[row])
-            if q not in texts:
-                texts[q] = as_text(ctx.questions[q], sep)
-            question, prefix = texts[q], as_text(ctx.prefixes[row], sep)
-            starts = [i for i in range(len(question) - len(prefix) + 1) if question.startswith(prefix, i)]
-            nexts = {ord(question[i + len(prefix)]) for i in starts if i + len(prefix) < len(question)}
-            if prefix and starts:
-                nexts.add(sep)
-            pair_rows += [row] * len(nexts)
-            pair_tokens += nexts
-        return np.array(pair_rows, dtype=np.int64), np.array(pair_tokens, dtype=np.int64)
+            subjects = self._subjects(tuple(ctx.questions[int(ctx.row_question[row])]))
+            prefix = tuple(ctx.prefixes[row].tolist())
+            n = len(prefix)
+            longest: dict[int, int] = {}  # next token -> characters its longest copied subject adds
+            for s in subjects:
+                if len(s) > n and s[:n] == prefix:
+                    longest[s[n]] = max(longest.get(s[n], 0), len(s) - n)
+            if n and prefix in subjects:
+                longest[sep] = 0
+            pair_rows += [row] * len(longest)
+            pair_tokens += longest.keys()
+            to_copy += longest.values()
+        return tuple(np.array(a, dtype=np.int64) for a in (pair_rows, pair_tokens, to_copy))
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        rows, tokens = self.copy_pairs(ctx)
+        rows, tokens, to_copy = self.copy_pairs(ctx)
         if not len(rows):
             return scores
         changed = np.unique(rows)
         bonus = scatter((len(changed), scores.shape[-1]), np.searchsorted(changed, rows), tokens,
-                        torch.tensor(self.alpha, dtype=scores.dtype), ctx.device)
+                        self.alpha + self.per_char * torch.from_numpy(to_copy).to(scores.dtype), ctx.device)
         index = torch.from_numpy(changed).to(ctx.device)
         out = scores.clone()
         out[index] = renormalise(scores[index] + bonus)
