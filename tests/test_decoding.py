@@ -36,8 +36,9 @@ def lcs(a, b) -> int:
 class ReferenceScorer:
     """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
 
-    def __init__(self, key_tokens, sep, rule=None, alpha=1.0, copy_alpha=0.0, copy_per_char=0.0):
+    def __init__(self, key_tokens, sep, rule=None, alpha=1.0, copy_alpha=0.0, copy_per_char=0.0, uncovered_cost=0.0):
         self.keys, self.sep, self.rule, self.alpha = [tuple(k) for k in key_tokens], sep, rule, alpha
+        self.uncovered_cost = uncovered_cost
         self.copy_alpha, self.copy_per_char = copy_alpha, copy_per_char
         self.copied = 0  # steps where the subject-copy bonus changed the scores
         self.applied = 0  # steps where the look-ahead changed the scores (some Δ > 0)
@@ -63,9 +64,14 @@ class ReferenceScorer:
         if self.rule and len(allowed) > 1 and self.sep in prefix:
             content = lambda s: [t for t in s if t != self.sep]  # noqa: E731
             covered = lcs(question, content(prefix))
-            delta = torch.tensor([max(lcs(question, content(k)) for k in through if k[len(prefix)] == a) - covered
-                                  for a in allowed], dtype=torch.float64)
-            assert (delta >= 0).all()
+
+            def gain(k):  # over the prefix, less μ per character of the segment being decoded it leaves uncovered
+                g = lcs(question, content(k)) - covered
+                rest = (list(k[len(prefix) :]) + [self.sep]).index(self.sep)
+                return g - self.uncovered_cost * max(rest - g, 0)
+            delta = torch.tensor([max(gain(k) for k in through if k[len(prefix)] == a) for a in allowed], dtype=torch.float64)
+            assert self.uncovered_cost or (delta >= 0).all()  # without μ, Δ ≥ 0 needs no floor
+            delta = delta.clamp(min=0)
             self.applied += bool((delta > 0).any())
             lp = torch.log_softmax(lp / (delta + 1) if self.rule == "power" else lp + self.alpha * delta, 0)
         return dict(zip(allowed, lp.tolist()))
@@ -112,7 +118,7 @@ def random_model(request):
 
 
 LOOKAHEADS = {"none": lambda: [], "power": lambda: [LcsPowerLookahead()], "bonus": lambda: [LcsBonusLookahead(alpha=0.7)],
-              "copy_bonus": lambda: [SubjectCopy(alpha=1.5, per_char=0.4), LcsBonusLookahead(alpha=0.7)]}
+              "copy_bonus": lambda: [SubjectCopy(alpha=1.5, per_char=0.4), LcsBonusLookahead(alpha=0.7, uncovered_cost=0.3)]}
 
 
 @pytest.mark.parametrize("lookahead", list(LOOKAHEADS))
@@ -130,7 +136,8 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
 
     key_tokens = [encode_key(tok, k, order) for k in kb.keys]  # recomputed, not the keyspace's
     reference = ReferenceScorer(key_tokens, tok.sep_id, rule={"none": None, "copy_bonus": "bonus"}.get(lookahead, lookahead),
-                                alpha=0.7, copy_alpha=1.5 if lookahead == "copy_bonus" else 0.0, copy_per_char=0.4)
+                                alpha=0.7, copy_alpha=1.5 if lookahead == "copy_bonus" else 0.0, copy_per_char=0.4,
+                                uncovered_cost=0.3 if lookahead == "copy_bonus" else 0.0)
     for q_ids, hyps in zip(encoded, together):
         ids = [h.key_id for h in hyps]
         assert len(hyps) == beam  # the KB has more than `beam` keys: num_return=beam keys come back
@@ -330,6 +337,25 @@ def test_lcs_gains_at_the_branch():
     q = 0.6 ** 0.25 / (0.6 ** 0.25 + 0.4)  # row 1: 要 0.6^(1/4) vs 讲 0.4^(1/1)
     assert out[1, yao].item() == pytest.approx(q, abs=1e-6)
     assert out.sum(-1).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+
+
+def test_uncovered_cost_prefers_the_predicate_with_fewer_other_characters():
+    # 双塔有多高: after 双塔|, 塔高 and 最高学历 each gain 1 (高) over the prefix's LCS; μ = 0: a tie.
+    # μ = 0.3: 塔高 leaves 1 character of P uncovered → 1 − 0.3 = 0.7; 最高学历 leaves 3 → 1 − 0.9 = 0.1.
+    keys = [Key("双塔", "塔高"), Key("双塔", "最高学历")]
+    kb = KnowledgeBase(Triple(k, "x") for k in keys)
+    tok = CharTokenizer.build(["双塔有多高"] + [k.predicate for k in keys])
+    ks = KeySpace(kb, tok, "spm")
+    ta, zui = tok.encode("塔")[0], tok.encode("最")[0]
+    ctx = context(ks, tok, ["双塔有多高"], [(0, "双塔|")])
+    for cost, expected in [(0.0, [1.0, 1.0]), (0.3, [0.7, 0.1])]:
+        gains = LcsLookahead(uncovered_cost=cost).gains(ctx, tok.vocab_size)
+        assert gains[0, [ta, zui]].tolist() == pytest.approx(expected)
+    # additive rule, α = 5, indifferent model: odds e^(5·0.7) : e^(5·0.1)
+    out = LcsBonusLookahead(alpha=5.0, uncovered_cost=0.3)(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    assert out[0, ta].item() == pytest.approx(1 / (1 + math.exp(-3.0)), abs=1e-6)
+    # a μ larger than the gain is worth floors at 0, as a token with no gain: 最高学历 at μ = 0.5 → max(1 − 1.5, 0)
+    assert LcsLookahead(uncovered_cost=0.5).gains(ctx, tok.vocab_size)[0, zui].item() == 0
 
 
 def test_lcs_gains_do_not_apply_before_the_subject_is_complete():

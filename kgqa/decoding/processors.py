@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -73,27 +74,40 @@ def as_text(tokens, sep: int) -> str:
     return "".join(chr(t) for t in tokens if t != sep)
 
 
+class Completions(NamedTuple):
+    """The keys through a trie node, sorted and grouped by their next token."""
+
+    next_tokens: np.ndarray  # [G] each group's token
+    group_starts: np.ndarray  # [G] its first key
+    texts: list[str]  # [K] each key's content
+    segment_rest: np.ndarray  # [K] its tokens from the node to the end of the segment (P or M) being decoded
+
+
 class LcsLookahead:
     """Base of the look-ahead rules: Δ per allowed token, once S is decoded and >1 token is allowed.
 
-    Δ(token) = max over the keys through prefix+token of LCS(question, key) − LCS(question, prefix),
-    floored at 0 as in the article's reference code, but over content tokens only (its code also
-    counts [CLS]/[SEP] ids and applies the power before the trie mask; see experiments/RESULTS.md).
+    Δ(token) = max over the keys through prefix+token of the gain LCS(question, key) − LCS(question,
+    prefix), floored at 0 as in the article's reference code, but over content tokens only (its code
+    also counts [CLS]/[SEP] ids and applies the power before the trie mask; see
+    experiments/RESULTS.md). With uncovered_cost μ > 0 a key's gain loses μ for each character of
+    the segment being decoded beyond what the gain covers: of two predicates covering as much of
+    the question, the one with fewer other characters wins (多高: 塔高 over 最高学历). The article's μ is 0.
     Computed only for the rows where the rule applies, all their (question, key) pairs in one
     rapidfuzz call; what a trie node's keys look like is memoised per node.
     """
 
-    def __init__(self, cache_size: int = 65536):
+    def __init__(self, uncovered_cost: float = 0.0, cache_size: int = 65536):
+        self.uncovered_cost = uncovered_cost
         self._completions = lru_cache(maxsize=cache_size)(self._completions_uncached)
         self._keyspace: KeySpace | None = None
 
-    def _completions_uncached(self, state: int, depth: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """The keys through a trie node grouped by their next token: (tokens, group starts, key contents)."""
-        ks = self._keyspace
-        seqs = sorted((s.tolist() for s in ks.trie.sequences_under(state)), key=lambda s: s[depth])
+    def _completions_uncached(self, state: int, depth: int) -> Completions:
+        sep = self._keyspace.sep_id
+        seqs = sorted((s.tolist() for s in self._keyspace.trie.sequences_under(state)), key=lambda s: s[depth])
         next_tokens = np.array([s[depth] for s in seqs])
         starts = np.flatnonzero(np.diff(next_tokens, prepend=-1))
-        return next_tokens[starts], starts, [as_text(s, ks.sep_id) for s in seqs]
+        rest = np.array([(s[depth:] + [sep]).index(sep) for s in seqs])
+        return Completions(next_tokens[starts], starts, [as_text(s, sep) for s in seqs], rest)
 
     def sparse_gains(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, token, Δ) for the allowed tokens of the rows where the rule applies."""
@@ -107,17 +121,20 @@ class LcsLookahead:
         texts = {q: as_text(ctx.questions[q], sep) for q in np.unique(ctx.row_question[rows]).tolist()}
         questions = [texts[q] for q in ctx.row_question[rows].tolist()]
         completions = [self._completions(state, depth) for state in ctx.states[rows].tolist()]
-        n_keys = np.array([len(c[2]) for c in completions])
+        n_keys = np.array([len(c.texts) for c in completions])
         # one call for every (question, prefix) and (question, key) pair of this step
         pair_questions = questions + [q for q, n in zip(questions, n_keys) for _ in range(n)]
-        pair_texts = [as_text(p, sep) for p in ctx.prefixes[rows].tolist()] + [t for c in completions for t in c[2]]
+        pair_texts = [as_text(p, sep) for p in ctx.prefixes[rows].tolist()] + [t for c in completions for t in c.texts]
         lcs = process.cpdist(pair_questions, pair_texts, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
-        covered, best = lcs[: len(rows)], lcs[len(rows) :]
+        gain = lcs[len(rows) :] - np.repeat(lcs[: len(rows)], n_keys)  # per key, over its row's prefix
+        if self.uncovered_cost:
+            rest = np.concatenate([c.segment_rest for c in completions])
+            gain = gain - self.uncovered_cost * np.maximum(rest - gain, 0)
         key_offsets = np.cumsum(n_keys) - n_keys
-        n_tokens = np.array([len(c[0]) for c in completions])
-        group_starts = np.concatenate([offset + c[1] for offset, c in zip(key_offsets, completions)])
-        delta = np.maximum(np.maximum.reduceat(best, group_starts) - np.repeat(covered, n_tokens), 0)
-        return np.repeat(rows, n_tokens), np.concatenate([c[0] for c in completions]), delta.astype(np.float32)
+        n_tokens = np.array([len(c.next_tokens) for c in completions])
+        group_starts = np.concatenate([offset + c.group_starts for offset, c in zip(key_offsets, completions)])
+        delta = np.maximum(np.maximum.reduceat(gain, group_starts), 0)
+        return np.repeat(rows, n_tokens), np.concatenate([c.next_tokens for c in completions]), delta.astype(np.float32)
 
     def gains(self, ctx: StepContext, vocab_size: int) -> torch.Tensor:
         """Δ as a dense [N, V] tensor (0 where the rule does not apply)."""
@@ -153,8 +170,8 @@ class LcsPowerLookahead(LcsLookahead):
 class LcsBonusLookahead(LcsLookahead):
     """An additive alternative: log p + α·Δ, renormalised. α sets how much coverage may outweigh the model."""
 
-    def __init__(self, alpha: float = 1.0, cache_size: int = 65536):
-        super().__init__(cache_size)
+    def __init__(self, alpha: float = 1.0, uncovered_cost: float = 0.0, cache_size: int = 65536):
+        super().__init__(uncovered_cost, cache_size)
         self.alpha = alpha
 
     def rule(self, scores: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
