@@ -1,7 +1,9 @@
 """Decoding speed: the project's decoder against a naive reference written after the article's code.
 
 Both decode the same KgCLUE dev questions with the same model and KB (kb=synth), at the same
-beam size, with and without the lcs_power look-ahead, in one process, one after the other:
+beam size, with and without the lcs_power look-ahead, in one process, one after the other
+(`--project-rules copy_lcs_bonus ...` also times the project's decoder with other conf/lookahead
+rules, which the reference does not implement):
 
 - reference: one question at a time, a full forward pass over question + prefix at every step,
   the article's nested-dict trie, a Python LCS per candidate key, bert4keras's beam search
@@ -28,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from kgqa.data.sources import KgclueSource, SynthKB
 from kgqa.data.tokenizer import encode_key, encode_question
 from kgqa.datamodule import KgqaDataModule
 from kgqa.decoding.beam import beam_search
-from kgqa.decoding.processors import LcsPowerLookahead, TrieMask
+from kgqa.decoding.processors import TrieMask
 from kgqa.model import UniLM, build_backbone
 from kgqa.runtime import load_checkpoint, tokenizer_from_state
 
@@ -223,11 +227,18 @@ def load_trained(ckpt_path: str, root: str) -> tuple[KgqaDataModule, UniLM, str]
 
 
 # --- timing ----------------------------------------------------------------------------------
-def run_project(model, dm, questions, beam: int, lookahead: bool, batch_size: int,
+def lookahead_rules(name: str) -> list:
+    """The rules of conf/lookahead/<name>.yaml, composed and instantiated as kgqa-train does."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        rules = instantiate(compose(config_name="train", overrides=[f"lookahead={name}"]).lookahead, _convert_="all")
+    return [] if rules is None else rules if isinstance(rules, list) else [rules]
+
+
+def run_project(model, dm, questions, beam: int, rules: list, batch_size: int,
                 by_length: bool = False) -> tuple[list[tuple[int, float]], float]:
     """Batches in question order (arbitrary lengths mixed); `by_length` batches questions of similar
     length together, as the validation loader and the Answerer do, answers back in question order."""
-    processors = [TrieMask()] + ([LcsPowerLookahead()] if lookahead else [])
+    processors = [TrieMask(), *rules]
     order = np.argsort([len(q) for q in questions], kind="stable") if by_length else np.arange(len(questions))
     start, answers = time.perf_counter(), [None] * len(questions)
     for i in range(0, len(questions), batch_size):
@@ -273,6 +284,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true", help="time the project's decoder only (e.g. on a GPU)")
+    parser.add_argument("--project-rules", nargs="*", default=[], help="more conf/lookahead rules, project decoder only")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -289,16 +301,18 @@ def main() -> None:
         examples = dm.splits["val"][: args.questions]
         questions = [encode_question(dm.tokenizer, e.question, dm.max_question_len) for e in examples]
         gold = np.array([dm.kb.key_id(e.triple.key) for e in examples])
-        run_project(model, dm, questions[:8], 3, True, args.batch_size)  # warm-up (first calls allocate)
-        for lookahead in (False, True):
+        run_project(model, dm, questions[:8], 3, lookahead_rules("lcs_power"), args.batch_size)  # warm-up (first calls allocate)
+        for rule in ["none", "lcs_power", *args.project_rules]:
+            lookahead = rule == "lcs_power"
             reference = NaiveDecoder(model, key_tokens, dm.tokenizer.sep_id, lookahead)
             for beam in args.beams:
                 load = os.getloadavg()[0]
-                runs = [run_project(model, dm, questions, beam, lookahead, args.batch_size, args.by_length) for _ in range(args.repeats)]
+                runs = [run_project(model, dm, questions, beam, lookahead_rules(rule), args.batch_size, args.by_length)
+                        for _ in range(args.repeats)]
                 fast, fast_s = runs[0][0], float(np.median([seconds for _, seconds in runs]))
-                row = {"size": size, "beam": beam, "lookahead": "lcs_power" if lookahead else "none", "questions": len(questions),
+                row = {"size": size, "beam": beam, "lookahead": rule, "questions": len(questions),
                        "project_qps": len(questions) / fast_s, "project_em": float(np.mean([a for a, _ in fast] == gold))}
-                if not args.skip_reference:
+                if not args.skip_reference and rule in ("none", "lcs_power"):
                     naive, naive_s = run_reference(reference, questions, beam)
                     row |= {"reference_qps": len(questions) / naive_s, "speedup": naive_s / fast_s, **compare(fast, naive),
                             "reference_em": float(np.mean([a for a, _ in naive] == gold))}
