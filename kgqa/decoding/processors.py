@@ -192,42 +192,50 @@ class SubjectCopy:
     """
 
     def __init__(self, alpha: float = 16.0, per_char: float = 0.0, cache_size: int = 4096):
-        self.alpha, self.per_char = alpha, per_char
-        self._subjects = lru_cache(maxsize=cache_size)(self._subjects_uncached)
+        self.alpha, self.per_char, self.cache_size = alpha, per_char, cache_size
+        self._copies: dict[tuple[int, ...], dict[tuple[int, ...], dict[int, int]]] = {}  # memo per question
         self._keyspace: KeySpace | None = None
 
-    def _subjects_uncached(self, question: tuple[int, ...]) -> frozenset[tuple[int, ...]]:
-        """The pieces of the question that are whole KB subjects: every suffix walked down the trie
-        at once, kept where [SEP] may follow."""
+    def _memoise(self, questions: list[tuple[int, ...]]) -> None:
+        """For each new question: prefix → {next token: characters the longest copied subject
+        through it still adds ([SEP]: 0)}. The subjects are the pieces of the question after which
+        the trie allows [SEP]: every suffix of every new question walked down the trie at once."""
+        if len(self._copies) + len(questions) > self.cache_size:
+            self._copies.clear()  # then all of this step's questions are new
+        new = [q for q in dict.fromkeys(questions) if q not in self._copies]
+        if not new:
+            return
         trie, sep = self._keyspace.trie, self._keyspace.sep_id
-        states, _ = trie.path_states([question[i:] for i in range(len(question))])
-        start, length = np.nonzero(states[:, 1:] >= 0)
+        suffixes = [(q, i) for q in new for i in range(len(q))]
+        states, _ = trie.path_states([q[i:] for q, i in suffixes])
+        row, length = np.nonzero(states[:, 1:] >= 0)
         length += 1
-        ends = trie.step(states[start, length], np.full(len(start), sep)) >= 0
-        return frozenset(question[a : a + n] for a, n in zip(start[ends].tolist(), length[ends].tolist()))
+        ends = trie.step(states[row, length], np.full(len(row), sep)) >= 0
+        tables: dict[tuple[int, ...], dict[tuple[int, ...], dict[int, int]]] = {q: {} for q in new}
+        for r, n in zip(row[ends].tolist(), length[ends].tolist()):
+            question, start = suffixes[r]
+            subject, table = question[start : start + n], tables[question]
+            for i in range(n):
+                nexts = table.setdefault(subject[:i], {})
+                nexts[subject[i]] = max(nexts.get(subject[i], 0), n - i)
+            table.setdefault(subject, {})[sep] = 0
+        self._copies.update(tables)
 
     def copy_pairs(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, token, characters still to copy) for the tokens on the way to a subject copied from
         the question, in the branching rows still in S; [SEP] ends S with 0 characters to go."""
         if self._keyspace is not ctx.keyspace:
             self._keyspace = ctx.keyspace
-            self._subjects.cache_clear()
-        sep = ctx.keyspace.sep_id
-        rows = np.flatnonzero(ctx.branching_mask & ~(ctx.prefixes == sep).any(1))
+            self._copies.clear()
+        rows = np.flatnonzero(ctx.branching_mask & ~(ctx.prefixes == ctx.keyspace.sep_id).any(1))
+        questions = {q: tuple(ctx.questions[q]) for q in np.unique(ctx.row_question[rows]).tolist()}
+        self._memoise(list(questions.values()))
         pair_rows, pair_tokens, to_copy = [], [], []
-        for row in rows.tolist():
-            subjects = self._subjects(tuple(ctx.questions[int(ctx.row_question[row])]))
-            prefix = tuple(ctx.prefixes[row].tolist())
-            n = len(prefix)
-            longest: dict[int, int] = {}  # next token -> characters its longest copied subject adds
-            for s in subjects:
-                if len(s) > n and s[:n] == prefix:
-                    longest[s[n]] = max(longest.get(s[n], 0), len(s) - n)
-            if n and prefix in subjects:
-                longest[sep] = 0
-            pair_rows += [row] * len(longest)
-            pair_tokens += longest.keys()
-            to_copy += longest.values()
+        for row, q, prefix in zip(rows.tolist(), ctx.row_question[rows].tolist(), ctx.prefixes[rows].tolist()):
+            nexts = self._copies[questions[q]].get(tuple(prefix), {})
+            pair_rows += [row] * len(nexts)
+            pair_tokens += nexts.keys()
+            to_copy += nexts.values()
         return tuple(np.array(a, dtype=np.int64) for a in (pair_rows, pair_tokens, to_copy))
 
     def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
