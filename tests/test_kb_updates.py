@@ -12,7 +12,7 @@ from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_question
 from kgqa.data.triples import DataError, Key, Triple
 from kgqa.decoding.beam import beam_search
-from kgqa.decoding.processors import LcsPowerLookahead, TrieMask
+from kgqa.decoding.processors import LcsPowerLookahead, StepContext, SubjectCopy, TrieMask
 from kgqa.kbfolder import CHANGES, KbFolder
 from kgqa.model import UniLM, build_backbone
 from models import unigram_unilm
@@ -118,6 +118,25 @@ def test_a_deleted_key_never_comes_out(folder, tmp_path):
         assert not outputs(order, 2, 1, LcsPowerLookahead()) & {t.key for t in doomed}
     for t in doomed:
         assert t.key not in folder.kb
+
+
+def test_subject_copy_follows_kb_changes(folder, tmp_path):
+    """One SubjectCopy across a change: it copies an added subject and forgets a deleted one at once
+    (its memo is per keyspace), over the overlay trie."""
+    tokenizer, copy = folder.saved_tokenizer, SubjectCopy()
+    question = "庚辛壬癸和乙丙是什么"
+
+    def first_tokens():  # tokens that begin a copied subject, at the root
+        keyspace = folder.keyspace(folder.kb, tokenizer, "spm")
+        ctx = StepContext(keyspace, [tokenizer.encode(question)], np.array([0]), np.zeros((1, 0), dtype=np.int64),
+                          np.array([keyspace.trie.ROOT]))
+        return set(tokenizer.decode(copy.copy_pairs(ctx)[1].tolist()))
+
+    assert first_tokens() == {"乙", "丙"}  # the subjects 乙丙 and 丙 are pieces of the question
+    folder.record("add", write_tsv(tmp_path / "add.tsv", [(NEW.key.full_subject, NEW.key.predicate, NEW.obj)]))
+    assert first_tokens() == {"庚", "乙", "丙"}
+    folder.record("delete", write_tsv(tmp_path / "del.tsv", [(BASE[3].key.subject, BASE[3].key.predicate)]))
+    assert first_tokens() == {"庚", "丙"}  # 乙丙 had one key
 
 
 def test_merge_folds_the_changes_in(folder, tmp_path):
