@@ -200,11 +200,13 @@ class SubjectCopy:
         """For each new question: prefix → {next token: characters the longest copied subject
         through it still adds ([SEP]: 0)}. The subjects are the pieces of the question after which
         the trie allows [SEP]: every suffix of every new question walked down the trie at once."""
-        if len(self._copies) + len(questions) > self.cache_size:
-            self._copies.clear()  # then all of this step's questions are new
-        new = [q for q in dict.fromkeys(questions) if q not in self._copies]
+        unique = list(dict.fromkeys(questions))
+        new = [q for q in unique if q not in self._copies]
         if not new:
             return
+        if len(self._copies) + len(new) > self.cache_size:
+            self._copies.clear()  # then all of this step's questions are new
+            new = unique
         trie, sep = self._keyspace.trie, self._keyspace.sep_id
         suffixes = [(q, i) for q in new for i in range(len(q))]
         states, _ = trie.path_states([q[i:] for q, i in suffixes])
