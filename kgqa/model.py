@@ -92,20 +92,31 @@ class DecodingCache:
         return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
     def reorder(self, rows: np.ndarray) -> None:
-        """Row i continues old row rows[i]: beams move and multiply, finished questions drop out."""
-        if np.array_equal(rows, np.arange(len(self.question_of_row))):
-            return
-        within_questions = np.array_equal(self.question_of_row[rows], self.question_of_row)
-        index = torch.from_numpy(rows).to(self.question_valid.device)
-        first = self.question_valid.shape[1] if within_questions else 0  # columns to move
-        for store in (self.keys, self.values):
-            for layer, length in enumerate(self.lengths):
-                if within_questions:
-                    store[layer][:, :, first:length] = store[layer][index, :, first:length]
-                else:
-                    store[layer] = store[layer][index]
-        if not within_questions:
-            self.question_valid, self.question_of_row = self.question_valid[index], self.question_of_row[rows]
+        """Row i continues old row rows[i]: beams move and multiply, finished questions drop out.
+
+        In place when the rows do not multiply: a row that stays with its question moves only its
+        target columns, a row that takes another question's place moves whole, and the rows past
+        the new count are cut off (a view); beam search fills a finished question's place from the
+        end of the batch, so most rows stay where they are."""
+        n, device = len(rows), self.question_valid.device
+        if n > len(self.question_of_row):  # beams multiply: every row is new
+            index = torch.from_numpy(rows).to(device)
+            for store in (self.keys, self.values):
+                store[:] = [buffer[index] for buffer in store]
+        else:
+            moved = np.flatnonzero(rows != np.arange(n))
+            same_question = self.question_of_row[rows[moved]] == self.question_of_row[moved]
+            first = self.question_valid.shape[1]  # the question columns, shared by a question's rows
+            moves = [(torch.from_numpy(to).to(device), torch.from_numpy(rows[to]).to(device), start)
+                     for to, start in ((moved[same_question], first), (moved[~same_question], 0)) if len(to)]
+            for store in (self.keys, self.values):
+                for layer, length in enumerate(self.lengths):
+                    sources = [store[layer][src, :, start:length] for _, src, start in moves]  # all read before any write
+                    for (to, _, start), source in zip(moves, sources):
+                        store[layer][to, :, start:length] = source
+                    store[layer] = store[layer][:n]
+        self.question_valid = self.question_valid[torch.from_numpy(rows).to(device)]
+        self.question_of_row = self.question_of_row[rows]
 
 
 class UniLM(nn.Module):

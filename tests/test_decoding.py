@@ -10,7 +10,7 @@ from kgqa.answerer import Answerer
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
-from kgqa.decoding.beam import beam_search
+from kgqa.decoding.beam import beam_search, fill_from_the_end
 from kgqa.decoding.processors import (LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, SubjectCopy,
                                       TrieMask)
 from kgqa.keyspace import KeySpace
@@ -226,6 +226,15 @@ def _split(tokens, sep):
             cur.append(t)
     assert not cur and len(parts) == 3
     return parts
+
+
+def test_finished_questions_give_their_place_to_the_last_ones():
+    """Questions 1 and 4 of six are done: question 5 takes place 1, the others stay put."""
+    keep = np.array([True, False, True, True, False, True])
+    assert fill_from_the_end(keep).tolist() == [0, 5, 2, 3]
+    assert fill_from_the_end(np.array([False, True, True])).tolist() == [2, 1]
+    assert fill_from_the_end(np.array([True, True, False])).tolist() == [0, 1]
+    assert fill_from_the_end(np.array([False, False])).tolist() == []
 
 
 def test_num_return_cannot_exceed_beam(random_kb):

@@ -173,7 +173,9 @@ def test_incremental_decoding_equals_full_recompute(arch):
         ([4, 4, 0, 1], [5, 7, 9, 11]),  # question 1 is done, question 2 drops a beam and doubles the other
         ([1, 0, 3, 2], [6, 8, 10, 12]),  # swaps within the questions left
         ([2, 3, 0, 1], [13, 14, 15, 16]),  # as many rows as before, but the questions trade places
-    ] + [([0, 1, 2, 3], [4 + i % (VOCAB - 4)] * 4) for i in range(DecodingCache.ROOM)]  # past the buffers' room
+        ([2, 0, 1], [17, 18, 19]),  # rows 0 and 2 take another question's place, row 1 its own question's old row 0
+        ([0, 2], [20, 21]),  # the last row is cut off, row 1 moves within its question
+    ] + [([0, 1], [4 + i % (VOCAB - 4)] * 2) for i in range(DecodingCache.ROOM)]  # past the buffers' room
     with torch.no_grad():
         logits, cache = model.start(ids, valid)
         q_ids, q_valid, prefixes, picked = ids, valid, torch.zeros(3, 0, dtype=torch.long), torch.arange(3)

@@ -47,6 +47,15 @@ def step_log_probs(branching_logits: torch.Tensor, ctx: StepContext) -> torch.Te
     return out
 
 
+def fill_from_the_end(keep: np.ndarray) -> np.ndarray:
+    """Indices of the kept items, where each dropped one's place goes to a kept one from the end:
+    the other questions keep their rows, so the KV cache moves only the rows of those that moved."""
+    count = int(keep.sum())
+    order = np.arange(count)
+    order[~keep[:count]] = np.flatnonzero(keep[count:]) + count
+    return order
+
+
 @torch.no_grad()
 def beam_search(
     model: UniLM,
@@ -118,11 +127,12 @@ def beam_search(
         beam_states[i, slot], new_scores[i, slot] = next_states[i, r], top_scores[i, r]
         done = ~kept.any(1) | (nth_finished[active] >= new_scores[:, 0])
 
-        active, scores = active[~done], new_scores[~done]
+        going_on = fill_from_the_end(~done)
+        active, scores = active[going_on], new_scores[going_on]
         if not len(active):
             return [f[:num_return] for f in finished]
-        beam_rows, beam_tokens = beam_rows[~done].ravel(), beam_tokens[~done].ravel()
-        states, prefixes = beam_states[~done].ravel(), np.concatenate([prefixes[beam_rows], beam_tokens[:, None]], 1)
+        beam_rows, beam_tokens = beam_rows[going_on].ravel(), beam_tokens[going_on].ravel()
+        states, prefixes = beam_states[going_on].ravel(), np.concatenate([prefixes[beam_rows], beam_tokens[:, None]], 1)
         cache.reorder(beam_rows)
         ctx = StepContext(keyspace, content, np.repeat(active, K), prefixes, states, device)
         logits = model.extend(torch.from_numpy(beam_tokens).to(device), cache, torch.from_numpy(ctx.branching).to(device))
