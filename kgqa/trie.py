@@ -56,6 +56,11 @@ class KeyTrie:
         """Where a whole key has been read."""
         raise NotImplementedError
 
+    def key_count(self, states: np.ndarray) -> np.ndarray:
+        """How many keys go through each state: past the last branch there is one, and the rest of
+        it is forced."""
+        raise NotImplementedError
+
     def values_under(self, state: int) -> np.ndarray:
         """Values (KB key ids) of every key through a state; one at a leaf."""
         raise NotImplementedError
@@ -220,6 +225,10 @@ class Trie(KeyTrie):
 
     def is_leaf(self, states: np.ndarray) -> np.ndarray:
         return self.node_is_leaf(*self.unpack(states))
+
+    def key_count(self, states: np.ndarray) -> np.ndarray:
+        lo, hi = self.rows(self.unpack(states)[0])
+        return hi - lo
 
     def state_rows(self, state: int) -> tuple[int, int]:
         lo, hi = self.rows(self.unpack(np.array([state]))[0])
@@ -479,6 +488,15 @@ class OverlayTrie(KeyTrie):
             has_keys = self.live(nodes) if trie is self.base else np.greater(*trie.rows(nodes)[::-1])
             leaf[i] |= trie.node_is_leaf(nodes, depths) & has_keys
         return leaf
+
+    def key_count(self, states: np.ndarray) -> np.ndarray:
+        count = np.zeros(len(states), dtype=np.int64)
+        for trie, i, nodes, _ in self.parts(states):
+            lo, hi = trie.rows(nodes)
+            count[i] += hi - lo
+            if trie is self.base and len(self.deleted):
+                count[i] -= np.searchsorted(self.deleted, hi) - np.searchsorted(self.deleted, lo)
+        return count
 
     def rows_under(self, state: int):
         """(trie, rows) of the keys through a state: the base's not deleted, then the added ones."""

@@ -258,6 +258,23 @@ def test_small_kb_returns_every_key():
     assert sum(math.exp(h.log_prob) for h in hyps) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_beam_with_one_key_left_finishes_without_running_the_model_on_the_rest():
+    """乙 leaves one key (乙 [SEP] 乙 [SEP] [SEP]) at the first step, 甲 two, which part after 甲 [SEP]:
+    the model runs on 甲 (forced: [SEP]) and on 甲 [SEP] (乙 or 丙), never on a key's forced rest,
+    and the scores are those of the whole keys (as the exhaustive sum above shows)."""
+    keys = [Key("甲", "乙"), Key("甲", "丙", "丁"), Key("乙", "乙")]
+    kb = KnowledgeBase(Triple(k, "x") for k in keys)
+    tok = CharTokenizer.build(CHARS)
+    torch.manual_seed(0)
+    model = UniLM(build_backbone("roformer", tok.vocab_size, initializer_range=0.3, **SIZE)).eval()
+    extended, extend = [], model.extend
+    model.extend = lambda tokens, cache, rows=None: extended.append(tokens.tolist()) or extend(tokens, cache, rows)
+    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [TrieMask()],
+                          tok.pad_id, beam_size=3, num_return=3)
+    assert sorted(h.key_id for h in hyps) == [0, 1, 2]
+    assert [tokens[0] for tokens in extended] == [tok.encode("甲")[0], tok.sep_id]
+
+
 # --- (b) the article's case: look-ahead turns 主要成就 into 主讲课程 --------------------------
 QUESTION = "张三主要讲什么课程"
 KEYS = [Key("张三", "主讲课程"), Key("张三", "主要成就")]

@@ -71,8 +71,9 @@ def check_against_reference(trie: KeyTrie, ref: Reference, rng: random.Random):
         got = toks[which == i].tolist()
         assert got == sorted(ref.next[p])
 
-    # is_leaf, batched
+    # is_leaf and key_count, batched
     np.testing.assert_array_equal(trie.is_leaf(states), [p in ref.full for p in prefixes])
+    np.testing.assert_array_equal(trie.key_count(states), [len(ref.under[p]) for p in prefixes])
 
     # values_under and sequences_under: every key through the state, in the same order; one at a leaf
     for p, s in zip(prefixes, states):
@@ -93,7 +94,7 @@ def check_against_reference(trie: KeyTrie, ref: Reference, rng: random.Random):
     # DEAD: allows nothing, is a leaf, holds no key
     assert len(trie.allowed_tokens(np.array([trie.DEAD]))[0]) == 0
     assert trie.is_leaf(np.array([trie.DEAD]))[0]
-    assert len(trie.values_under(trie.DEAD)) == len(trie.sequences_under(trie.DEAD)) == 0
+    assert len(trie.values_under(trie.DEAD)) == len(trie.sequences_under(trie.DEAD)) == trie.key_count(np.array([trie.DEAD]))[0] == 0
     assert trie.step(np.array([trie.DEAD]), np.array([0]))[0] == -1
 
     # step on a batch with random tokens, some allowed and some not

@@ -3,7 +3,8 @@
 question → tokens → UniLM → step scores → trie mask → look-ahead → beam → KB key.
 Every hypothesis is a path in the trie, so every answer is a key of the KB. Scores
 only decrease (renormalised log-probabilities), so a question is done once its
-num_return-th finished key beats its best live beam.
+num_return-th finished key beats its best live beam. A beam is finished once a single key
+is left below its trie node: the rest of that key is forced and adds nothing to its score.
 """
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ def beam_search(
     The question is encoded once; each step runs one token per beam against the KV cache.
     The batch holds only unfinished questions: one row each at the first step, beam_size after.
     A beam whose trie state allows a single token needs no LM head: its step scores are those
-    the trie mask (the first processor) makes of any scores, 0 for that token.
+    the trie mask (the first processor) makes of any scores, 0 for that token. So a beam with
+    a single key left below it is that key, at its score now: it finishes there, and the model
+    never runs the key's forced rest.
     """
     if num_return > beam_size:
         raise ValueError(f"num_return ({num_return}) cannot exceed beam_size ({beam_size})")
@@ -98,18 +101,18 @@ def beam_search(
         total = (torch.from_numpy(scores).to(device).view(-1, 1) + step_scores).view(n, R * V)  # dead beams: -inf
         top_scores, top_idx = (t.cpu().numpy() for t in total.topk(min(2 * K, R * V), dim=1))
 
-        # walk each question's candidates best first: a leaf among the top K is a finished key,
-        # other finite candidates fill the K beams in score order
+        # walk each question's candidates best first: one with a single key left among the top K
+        # is a finished key, other finite candidates fill the K beams in score order
         rows, tokens = np.arange(n)[:, None] * R + top_idx // V, top_idx % V
         finite = np.isfinite(top_scores)
         next_states = np.full(rows.shape, dead_state, dtype=np.int64)
         next_states[finite] = trie.step(states[rows[finite]], tokens[finite])
-        leaf = np.zeros_like(finite)
-        leaf[finite] = trie.is_leaf(next_states[finite])
-        extends = finite & ~leaf
+        settled = np.zeros_like(finite)
+        settled[finite] = trie.key_count(next_states[finite]) == 1
+        extends = finite & ~settled
         better_beams = np.cumsum(extends, 1) - extends  # candidates that extend, ranked above this one
         considered = finite & (better_beams < K)
-        finishing = considered & leaf & (np.arange(rows.shape[1]) < K)
+        finishing = considered & settled & (np.arange(rows.shape[1]) < K)
         for i, r in zip(*np.nonzero(finishing)):
             key_id = int(trie.values_under(int(next_states[i, r]))[0])
             finished[active[i]].append(Hypothesis(key_id, float(top_scores[i, r])))
