@@ -30,7 +30,7 @@ import numpy as np
 
 from kgqa.data.kgclue import read_qa
 from kgqa.data.tokenizer import CharTokenizer
-from kgqa.trie import OverlayTrie, Trie
+from kgqa.trie import OverlayTrie, Trie, copy_segments
 
 OFFICIAL = {"triples": 20_559_652, "subjects": 3_121_457, "predicates": 245_838}
 QA_FILES = ("train.json", "dev.json", "test_public.json")
@@ -74,12 +74,6 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     """np.unique by sorting (numpy 2's hash-based unique is much slower on 20M int64s)."""
     values = np.sort(values)
     return values[np.concatenate([[True], values[1:] != values[:-1]])]
-
-
-def copy_segments(out, out_starts, src, src_starts, lengths) -> None:
-    """out[out_starts[i] + k] = src[src_starts[i] + k] for k < lengths[i]."""
-    rank = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[np.repeat(out_starts, lengths) + rank] = src[np.repeat(src_starts, lengths) + rank]
 
 
 def generate_keys(scale: float, qa_root: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:

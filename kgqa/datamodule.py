@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 def build_tokenizer(pretrained: str | None, train: list[QAExample], kb: KnowledgeBase) -> Tokenizer:
     if pretrained:
         return PretrainedTokenizer(pretrained)
-    kb_strings = (s for k in kb.keys for s in (k.subject, k.predicate, k.meaning))
-    return CharTokenizer.build([e.question for e in train] + list(kb_strings))
+    return CharTokenizer.build([e.question for e in train] + list(kb.strings()))
 
 
 class BucketBatchSampler(Sampler[list[int]]):

@@ -21,6 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
@@ -151,7 +153,7 @@ class KbFolder:
             raise ValueError(f"{saved} does not hold the keys of this KB ({self.path / KNOWLEDGE} plus changes): "
                              f"rebuild it (kgqa-kb action=merge kb_dir={self.path})")
         added = [i for i in range(n_base, len(kb)) if kb.objects[i]]
-        deleted = [i for i in range(n_base) if not kb.objects[i]]
+        deleted = np.flatnonzero(~kb.live_mask()[:n_base]).tolist()
         if not added and not deleted:
             return KeySpace(kb, tokenizer, order, base)
         trie = OverlayTrie.over(base, [encode(i) for i in added], added, [encode(i) for i in deleted])
@@ -177,7 +179,7 @@ class KbFolder:
         summary = {
             "changes": len(changes),
             "new_keys": sum(1 for k in after.keys[len(before) :] if k in after),
-            "keys_deleted": sum(1 for i in before.live_ids() if not after.objects[i]),
+            "keys_deleted": int((before.live_mask() & ~after.live_mask()[: len(before)]).sum()),
             "deletions_not_found": sum(1 for c in changes if c.op == "delete" and c.key not in before and c.key not in added),
             "chars_not_in_vocab": sorted({ch for c in changes for s in (c.key.subject, c.key.predicate, c.key.meaning)
                                           for ch in s if ch not in vocab}),

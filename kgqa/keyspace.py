@@ -1,13 +1,56 @@
 """The KB's keys as the decoder sees them: token sequences in a prefix trie."""
 from __future__ import annotations
 
+import itertools
 import logging
 
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.tokenizer import Tokenizer, encode_key
-from kgqa.trie import KeyTrie, Trie
+import numpy as np
+
+from kgqa.data.kb import FIELDS, KnowledgeBase
+from kgqa.data.tokenizer import Tokenizer
+from kgqa.data.triples import order_fields
+from kgqa.trie import KeyTrie, Trie, copy_segments, smallest_uint
 
 log = logging.getLogger(__name__)
+CHUNK = 1 << 20  # keys assembled at a time: bounds the index arrays of copy_segments
+
+
+def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Flat tokens, lengths and ids of the KB's live keys, each as encode_key writes it (part [SEP]
+    per part, in the target order), and how many keys were left out for encoding like another.
+
+    Each distinct subject, predicate and meaning is encoded once and the keys are assembled with
+    array copies: no Python object per key, for 20M keys. Keys whose tokens are the same (strings
+    the tokenizer cannot tell apart, e.g. characters it maps to [UNK]) keep the lowest id only."""
+    tables, columns = kb.field_indices()
+    ids = np.flatnonzero(kb.live_mask())
+    parts = []  # per part in the target order: each key's encoding index; the flat encodings, their starts and lengths
+    for field in order_fields(order):
+        table = tables[FIELDS.index(field)]
+        encodings: dict[tuple[int, ...], int] = {}  # distinct encodings, so equal encodings share an index
+        index = np.fromiter((encodings.setdefault(tuple(tokenizer.encode(t)), len(encodings)) for t in table),
+                            dtype=np.int64, count=len(table))
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        flat = np.fromiter(itertools.chain.from_iterable(encodings), dtype=np.int64, count=int(lengths.sum()))
+        parts.append((index[columns[FIELDS.index(field), ids]], flat, np.cumsum(lengths) - lengths, lengths))
+    codes = np.stack([part[0] for part in parts])
+    by_code = np.lexsort(codes[::-1])  # stable: among equal encodings the lowest id comes first
+    repeated = np.zeros(len(ids), dtype=bool)
+    repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
+    ids, parts = ids[~repeated], [(part[0][~repeated], *part[1:]) for part in parts]
+
+    sep = tokenizer.sep_id
+    key_lengths = sum(lengths[key_index] for key_index, _, _, lengths in parts) + len(parts)
+    max_token = max([sep] + [int(flat.max(initial=0)) for _, flat, _, _ in parts])
+    tokens = np.full(int(key_lengths.sum()), sep, dtype=smallest_uint(max_token))
+    key_starts = np.cumsum(key_lengths) - key_lengths
+    for a in range(0, len(ids), CHUNK):
+        at = key_starts[a : a + CHUNK]
+        for key_index, flat, starts, lengths in parts:
+            index = key_index[a : a + CHUNK]
+            copy_segments(tokens, at, flat, starts[index], lengths[index])
+            at = at + lengths[index] + 1  # past the part and its [SEP]
+    return tokens, key_lengths, ids, int(repeated.sum())
 
 
 class KeyTokens:
@@ -29,12 +72,10 @@ class KeySpace:
     def __init__(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str, trie: KeyTrie | None = None):
         self.kb, self.order, self.sep_id = kb, order, tokenizer.sep_id
         if trie is None:
-            live, first = kb.live_ids(), {}
-            for i in live:
-                first.setdefault(tuple(encode_key(tokenizer, kb.keys[i], order)), i)
-            if len(first) < len(live):
+            tokens, lengths, ids, repeated = encode_live_keys(kb, tokenizer, order)
+            if repeated:
                 log.warning("%d KB keys encode to the same tokens as another key under this tokenizer (characters it "
-                            "cannot represent); only the first of each can be decoded", len(live) - len(first))
-            trie = Trie.build(list(first), list(first.values()))
+                            "cannot represent); only the first of each can be decoded", repeated)
+            trie = Trie.from_flat(tokens, lengths, ids)
         self.trie = trie
         self.key_tokens = KeyTokens(trie)

@@ -315,6 +315,12 @@ def sort_rows(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     return order, lcp
 
 
+def copy_segments(out: np.ndarray, out_starts: np.ndarray, src: np.ndarray, src_starts: np.ndarray, lengths: np.ndarray) -> None:
+    """out[out_starts[i] + k] = src[src_starts[i] + k] for k < lengths[i]: many slices copied at once."""
+    rank = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(out_starts, lengths) + rank] = src[np.repeat(src_starts, lengths) + rank]
+
+
 def gather_rows(tokens, starts, lengths, order, dtype, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
     """The sequences concatenated in `order` and their offsets, a chunk of rows at a time (bounded memory)."""
     lengths = lengths[order]

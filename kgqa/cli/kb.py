@@ -18,7 +18,7 @@ def build_kb(cfg: DictConfig) -> dict:
     stats = kb.stats() | {"build_seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(stats, ensure_ascii=False, indent=1))
     if cfg.out:
-        tokenizer = CharTokenizer.build(s for k in kb.keys for s in (k.subject, k.predicate, k.meaning))
+        tokenizer = CharTokenizer.build(kb.strings())
         folder = KbFolder.create(cfg.out, kb, tokenizer, [cfg.target])
         print(f"wrote {folder.path}/Knowledge.txt, vocab.json and trie-{cfg.target}/")
     return stats

@@ -6,11 +6,16 @@ A KB folder saved by kgqa-kb replays its change log with `updated` (kgqa/kbfolde
 """
 from __future__ import annotations
 
-from collections import Counter
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
+
 from kgqa.data.triples import Key, Triple
+
+FIELDS = ("subject", "predicate", "meaning")
 
 
 @dataclass(frozen=True)
@@ -23,62 +28,128 @@ class Change:
 
 
 class KnowledgeBase:
-    """Keys sorted for a deterministic id per key; each key keeps every distinct object.
+    """Keys sorted for a deterministic id per key (its rank); each key keeps every distinct object.
+
+    Stored as columns, not as Python objects per triple, so that KgCLUE's 20M-triple KB fits in
+    a few GB: the distinct subjects, predicates and meanings are sorted string tables, a key is
+    three indices into them (`columns`), and the objects are one string cut by offsets.
 
     An updated KB (`updated`) keeps every id: a new key gets the next one, and a key left without
-    objects keeps its id but is no longer in the KB, so a trie over the old ids stays valid.
+    objects keeps its id but is no longer in the KB, so a trie over the old ids stays valid. The
+    changes live beside the columns (new keys, and the objects of every changed key).
     """
 
     def __init__(self, triples: Iterable[Triple]):
-        objects: dict[Key, list[str]] = {}
+        lookups: list[dict[str, int]] = [{}, {}, {}]  # string -> index, in first-seen order
+        seen = [array("i"), array("i"), array("i")]
+        objects: list[str] = []
         for t in triples:
-            objs = objects.setdefault(t.key, [])
-            if t.obj not in objs:
-                objs.append(t.obj)
-        keys = sorted(objects)
-        self._set(keys, [objects[k] for k in keys])
+            for lookup, column, text in zip(lookups, seen, (t.key.subject, t.key.predicate, t.key.meaning)):
+                column.append(lookup.setdefault(text, len(lookup)))
+            objects.append(t.obj)
+        self.tables: list[list[str]] = []
+        ranked = []
+        for lookup, column in zip(lookups, seen):  # index by rank, so keys sort as their strings do
+            strings = list(lookup)
+            order = sorted(range(len(strings)), key=strings.__getitem__)
+            rank = np.empty(len(strings), dtype=np.int32)
+            rank[order] = np.arange(len(strings), dtype=np.int32)
+            self.tables.append([strings[i] for i in order])
+            ranked.append(rank[np.frombuffer(column, dtype=np.int32)])
+        del lookups, seen
+        order = np.lexsort(ranked[::-1])  # by subject, predicate, meaning; stable, so objects keep file order
+        sorted_columns = np.stack([c[order] for c in ranked]) if len(order) else np.zeros((3, 0), dtype=np.int32)
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (sorted_columns[:, 1:] != sorted_columns[:, :-1]).any(0)
+        self.columns = sorted_columns[:, first]  # [3, keys]
+        key_of = np.cumsum(first) - 1
+        kept = np.ones(len(order), dtype=bool)  # an object repeated under its key is kept once
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.append(starts, len(order)))
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            distinct: set[str] = set()
+            for j in range(start, start + size):
+                text = objects[order[j]]
+                kept[j] = text not in distinct
+                distinct.add(text)
+        kept_objects = [objects[i] for i in order[kept].tolist()]
+        del objects
+        self.object_text = "".join(kept_objects)
+        self.object_offsets = np.zeros(len(kept_objects) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, kept_objects), dtype=np.int64, count=len(kept_objects)), out=self.object_offsets[1:])
+        self.key_objects = np.zeros(self.columns.shape[1] + 1, dtype=np.int64)  # key i: objects key_objects[i:i+2]
+        np.cumsum(np.bincount(key_of[kept], minlength=self.columns.shape[1]), out=self.key_objects[1:])
+        self.lookups = [{s: i for i, s in enumerate(table)} for table in self.tables]
+        self.added: list[Key] = []  # keys new since the columns, ids after theirs
+        self.added_index: dict[Key, int] = {}
+        self.changed: dict[int, list[str]] = {}  # the objects of every key a change touched
+        self.keys, self.objects = KeyColumn(self), ObjectColumn(self)
 
-    def _set(self, keys: list[Key], objects: list[list[str]]) -> None:
-        self.keys, self.objects = keys, objects
-        self._index = {k: i for i, k in enumerate(keys)}
+    @property
+    def num_base(self) -> int:
+        """Keys in the columns (sorted); ids from here on are keys added by `updated`."""
+        return self.columns.shape[1]
 
     def __len__(self) -> int:
         """The number of key ids, deleted keys included."""
-        return len(self.keys)
+        return self.num_base + len(self.added)
+
+    def find(self, key: Key) -> int | None:
+        """The key's id, deleted or not; None if it never was a key."""
+        if key in self.added_index:
+            return self.added_index[key]
+        s, p, m = (lookup.get(text) for lookup, text in zip(self.lookups, (key.subject, key.predicate, key.meaning)))
+        if s is None or p is None or m is None:
+            return None
+        lo, hi = np.searchsorted(self.columns[0], np.array([s, s + 1], dtype=self.columns.dtype))  # the subject's keys
+        match = np.flatnonzero((self.columns[1, lo:hi] == p) & (self.columns[2, lo:hi] == m))
+        return int(lo + match[0]) if len(match) else None
 
     def __contains__(self, key: Key) -> bool:
-        i = self._index.get(key)
+        i = self.find(key)
         return i is not None and bool(self.objects[i])
 
     def key_id(self, key: Key) -> int:
         if key not in self:
             raise KeyError(key)
-        return self._index[key]
+        return self.find(key)
+
+    def object_counts(self) -> np.ndarray:
+        """[len(self)] how many objects each key has (0: not in the KB)."""
+        counts = np.concatenate([np.diff(self.key_objects), np.zeros(len(self.added), dtype=np.int64)])
+        for i, objs in self.changed.items():
+            counts[i] = len(objs)
+        return counts
+
+    def live_mask(self) -> np.ndarray:
+        """[len(self)] True for the keys in the KB (with at least one object)."""
+        return self.object_counts() > 0
 
     def live_ids(self) -> list[int]:
         """Ids of the keys in the KB (with at least one object)."""
-        return [i for i, objs in enumerate(self.objects) if objs]
+        return np.flatnonzero(self.live_mask()).tolist()
 
     def answer(self, key_id: int) -> str:
         """The reference answers with the first object in file order; the rest stay in `objects`."""
         return self.objects[key_id][0]
 
     def updated(self, changes: Iterable[Change]) -> "KnowledgeBase":
-        """This KB after the changes, in order, with the ids kept (see the class)."""
-        keys, objects, index = list(self.keys), [list(o) for o in self.objects], dict(self._index)
+        """This KB after the changes, in order, with the ids kept (see the class); the columns are shared."""
+        kb = KnowledgeBase.__new__(KnowledgeBase)
+        kb.__dict__.update(self.__dict__)
+        kb.added, kb.added_index, kb.changed = list(self.added), dict(self.added_index), dict(self.changed)
+        kb.keys, kb.objects = KeyColumn(kb), ObjectColumn(kb)
         for change in changes:
-            i = index.get(change.key)
+            i = kb.find(change.key)
             if change.op == "add":
                 if i is None:
-                    i = index[change.key] = len(keys)
-                    keys.append(change.key)
-                    objects.append([])
-                if change.obj not in objects[i]:
-                    objects[i].append(change.obj)
+                    i = kb.added_index[change.key] = len(kb)
+                    kb.added.append(change.key)
+                    kb.changed[i] = []
+                if change.obj not in kb.objects[i]:
+                    kb.changed[i] = kb.objects[i] + [change.obj]
             elif i is not None:
-                objects[i] = [] if change.obj is None else [o for o in objects[i] if o != change.obj]
-        kb = KnowledgeBase.__new__(KnowledgeBase)
-        kb._set(keys, objects)
+                kb.changed[i] = [] if change.obj is None else [o for o in kb.objects[i] if o != change.obj]
         return kb
 
     def triples(self) -> Iterable[Triple]:
@@ -86,17 +157,87 @@ class KnowledgeBase:
             for o in objs:
                 yield Triple(key, o)
 
+    def strings(self) -> Iterable[str]:
+        """Every distinct subject, predicate and meaning (those of deleted keys too): what a vocabulary must cover."""
+        for table in self.tables:
+            yield from table
+        for key in self.added:
+            yield from (key.subject, key.predicate, key.meaning)
+
+    def field_indices(self) -> tuple[list[list[str]], np.ndarray]:
+        """Per field, its strings (the table, then those only added keys use) and [3, len(self)] indices of
+        every key's fields into them: keys as numbers, for whole-KB work without a Python object per key."""
+        tables, columns = [list(t) for t in self.tables], np.zeros((3, len(self)), dtype=np.int64)
+        columns[:, : self.num_base] = self.columns
+        for f, (table, lookup) in enumerate(zip(tables, self.lookups)):
+            extra: dict[str, int] = {}
+            for i, key in enumerate(self.added, self.num_base):
+                text = getattr(key, FIELDS[f])
+                index = lookup.get(text)
+                if index is None:
+                    index = extra.setdefault(text, len(table) + len(extra))
+                columns[f, i] = index
+            table += list(extra)
+        return tables, columns
+
     def stats(self) -> dict[str, float]:
-        keys = [self.keys[i] for i in self.live_ids()]
-        subjects = Counter(k.subject for k in keys)
-        entities = Counter((k.subject, k.meaning) for k in keys)
-        meanings_per_name = Counter(s for s, _ in entities)
+        _, columns = self.field_indices()
+        counts = self.object_counts()
+        subject, predicate, meaning = columns[:, counts > 0]
+        width = int(meaning.max(initial=0)) + 1
+        entities = np.unique(subject * width + meaning)  # (subject, meaning) pairs
+        meanings_per_name = np.bincount(entities // width)
+        n_keys = len(subject)
         return {
-            "triples": sum(len(o) for o in self.objects),
-            "keys": len(keys),
-            "subjects": len(subjects),
+            "triples": int(counts.sum()),
+            "keys": n_keys,
+            "subjects": len(np.unique(subject)),
             "entities": len(entities),
-            "predicates": len({k.predicate for k in keys}),
-            "keys_per_entity": round(len(keys) / max(len(entities), 1), 2),
-            "homonym_names": sum(1 for n in meanings_per_name.values() if n > 1),
+            "predicates": len(np.unique(predicate)),
+            "keys_per_entity": round(n_keys / max(len(entities), 1), 2),
+            "homonym_names": int((meanings_per_name > 1).sum()),
         }
+
+
+class Column(Sequence):
+    """A list-like view of one thing per key id, each made when asked for (compares like a list)."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+
+    def __len__(self) -> int:
+        return len(self.kb)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.item(j) for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.item(i % len(self))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def item(self, i: int):
+        raise NotImplementedError
+
+
+class KeyColumn(Column):
+    """kb.keys[i]: the Key of id i."""
+
+    def item(self, i: int) -> Key:
+        kb = self.kb
+        if i >= kb.num_base:
+            return kb.added[i - kb.num_base]
+        return Key(*(table[index] for table, index in zip(kb.tables, kb.columns[:, i].tolist())))
+
+
+class ObjectColumn(Column):
+    """kb.objects[i]: the objects of key i, in file order (a new list each time; empty once deleted)."""
+
+    def item(self, i: int) -> list[str]:
+        kb = self.kb
+        if i in kb.changed:
+            return list(kb.changed[i])
+        cuts = kb.object_offsets[kb.key_objects[i] : kb.key_objects[i + 1] + 1].tolist()
+        return [kb.object_text[a:b] for a, b in zip(cuts, cuts[1:])]
