@@ -2,6 +2,9 @@
 
     DIR/Knowledge.txt   the base triples (S（M） TAB P TAB O)
     DIR/vocab.json      the character vocabulary the tries were encoded with
+    DIR/kb/             the base KB as columns (KnowledgeBase.save), so loading it reads arrays
+                        instead of parsing Knowledge.txt; used only while Knowledge.txt is the
+                        file they were written from (its size and time are kept with them)
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
                         add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O]
@@ -31,7 +34,7 @@ from kgqa.keyspace import KeySpace
 from kgqa.trie import OverlayTrie, Trie
 
 log = logging.getLogger(__name__)
-KNOWLEDGE, VOCAB, CHANGES = "Knowledge.txt", "vocab.json", "changes.tsv"
+KNOWLEDGE, VOCAB, CHANGES, COLUMNS = "Knowledge.txt", "vocab.json", "changes.tsv", "kb"
 OPS = ("add", "delete")
 
 
@@ -83,20 +86,29 @@ class KbFolder:
         tokenizer.save(path / VOCAB)
         (path / CHANGES).unlink(missing_ok=True)
         folder = cls(path)
-        folder.save_tries(folder.base, orders)
+        folder.save_base(orders)
         return folder
 
-    def save_tries(self, base: KnowledgeBase, orders: Iterable[str]) -> None:
-        """Build each order's trie into a new folder, then swap it in."""
+    def save_base(self, orders: Iterable[str]) -> None:
+        """The base KB's columns and each order's trie, written from Knowledge.txt as read back."""
+        self.swap_in(self.path / COLUMNS, lambda fresh: self.base.save(fresh, self.knowledge_stamp()))
         for order in orders:
-            target = self.path / f"trie-{order}"
-            fresh, stale = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-            shutil.rmtree(fresh, ignore_errors=True)
-            KeySpace(base, self.saved_tokenizer, order).trie.save(fresh)
-            if target.exists():
-                target.rename(stale)
-            fresh.rename(target)
-            shutil.rmtree(stale, ignore_errors=True)
+            self.swap_in(self.path / f"trie-{order}", KeySpace(self.base, self.saved_tokenizer, order).trie.save)
+
+    @staticmethod
+    def swap_in(target: Path, write) -> None:
+        """write(folder) into a new folder, then swap it in: a reader never sees half of one."""
+        fresh, stale = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+        shutil.rmtree(fresh, ignore_errors=True)
+        write(fresh)
+        if target.exists():
+            target.rename(stale)
+        fresh.rename(target)
+        shutil.rmtree(stale, ignore_errors=True)
+
+    def knowledge_stamp(self) -> dict:
+        stat = (self.path / KNOWLEDGE).stat()
+        return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     @property
     def orders(self) -> list[str]:
@@ -108,6 +120,12 @@ class KbFolder:
 
     @cached_property
     def base(self) -> KnowledgeBase:
+        """The KB of Knowledge.txt: its saved columns when they were written from this very file, else the file read."""
+        columns = self.path / COLUMNS
+        if KnowledgeBase.saved_source(columns) == self.knowledge_stamp():
+            return KnowledgeBase.load(columns)
+        if columns.exists():
+            log.info("%s changed since %s/ was written: reading it (kgqa-kb action=merge writes them again)", KNOWLEDGE, columns)
         return KnowledgeBase(read_knowledge(self.path / KNOWLEDGE))
 
     def changes(self) -> list[Change]:
@@ -189,7 +207,7 @@ class KbFolder:
         return summary
 
     def merge(self) -> dict:
-        """Fold the changes into Knowledge.txt and rebuild the tries (same vocabulary); ids are renumbered.
+        """Fold the changes into Knowledge.txt and rebuild its columns and tries (same vocabulary); ids are renumbered.
 
         The log goes last: if this stops half-way, the tries no longer match and say so, and running it
         again is safe (replaying the log on the merged KB changes nothing)."""
@@ -197,7 +215,7 @@ class KbFolder:
         write_knowledge(self.path / KNOWLEDGE, self.kb.triples())
         for stale in ("base", "kb"):
             self.__dict__.pop(stale, None)
-        self.save_tries(self.base, orders)
+        self.save_base(orders)
         (self.path / CHANGES).unlink(missing_ok=True)
         return self.base.stats()
 

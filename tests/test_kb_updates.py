@@ -9,6 +9,7 @@ import torch
 from cli import run_cli
 from kgqa.answerer import Answerer
 from kgqa.data.kb import Change, KnowledgeBase
+from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, encode_question
 from kgqa.data.triples import DataError, Key, Triple
 from kgqa.decoding.beam import beam_search
@@ -151,6 +152,7 @@ def test_merge_folds_the_changes_in(folder, tmp_path):
     keyspace, answer_after = decode(folder, model, ["庚辛壬癸"])
     assert isinstance(keyspace.trie, Trie) and answer_after == answer_before == [[NEW.key]]
     assert folder.orders == ["smp", "spm"]
+    assert isinstance(KbFolder(folder.path).base.columns.base, np.memmap)  # the columns were written again
 
 
 def test_a_key_the_vocabulary_cannot_tell_apart_is_refused(folder, tmp_path):
@@ -159,6 +161,27 @@ def test_a_key_the_vocabulary_cannot_tell_apart_is_refused(folder, tmp_path):
     with pytest.raises(DataError, match="prefix"):
         folder.record("add", write_tsv(tmp_path / "add.tsv", rows))
     assert not (folder.path / CHANGES).exists()  # nothing recorded
+
+
+def test_the_base_kb_is_loaded_from_its_columns_while_knowledge_txt_is_the_same(folder):
+    loaded = KbFolder(folder.path).base
+    assert isinstance(loaded.columns.base, np.memmap)  # read as arrays, not parsed
+    parsed = KnowledgeBase(read_knowledge(folder.path / "Knowledge.txt"))
+    assert list(loaded.keys) == list(parsed.keys) and list(loaded.objects) == list(parsed.objects)
+    assert loaded.stats() == parsed.stats() and loaded.key_id(BASE[3].key) == parsed.key_id(BASE[3].key)
+    with open(folder.path / "Knowledge.txt", "a", encoding="utf-8") as f:
+        f.write(f"{NEW.key.full_subject}\t{NEW.key.predicate}\t{NEW.obj}\n")
+    edited = KbFolder(folder.path).base  # the columns are stale: the file is read
+    assert not isinstance(edited.columns.base, np.memmap) and NEW.key in edited
+
+
+def test_saved_columns_that_do_not_fit_together_are_refused(folder):
+    objects = folder.path / "kb" / "objects.txt"
+    objects.write_text(objects.read_text(encoding="utf-8")[:-1], encoding="utf-8")
+    with pytest.raises(ValueError, match="do not fit together"):
+        KnowledgeBase.load(folder.path / "kb")
+    with pytest.raises(ValueError, match="not a saved kgqa KB"):
+        KnowledgeBase.load(folder.path / "trie-spm")
 
 
 def test_a_stale_trie_is_detected(folder):

@@ -6,9 +6,11 @@ A KB folder saved by kgqa-kb replays its change log with `updated` (kgqa/kbfolde
 """
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -16,6 +18,8 @@ import numpy as np
 from kgqa.data.triples import Key, Triple
 
 FIELDS = ("subject", "predicate", "meaning")
+FORMAT = "kgqa-kb-v1"
+ARRAYS = ("columns", "key_objects", "object_offsets")
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,59 @@ class KnowledgeBase:
         np.cumsum(np.fromiter(map(len, kept_objects), dtype=np.int64, count=len(kept_objects)), out=self.object_offsets[1:])
         self.key_objects = np.zeros(self.columns.shape[1] + 1, dtype=np.int64)  # key i: objects key_objects[i:i+2]
         np.cumsum(np.bincount(key_of[kept], minlength=self.columns.shape[1]), out=self.key_objects[1:])
+        self._index()
+
+    def _index(self) -> None:
         self.lookups = [{s: i for i, s in enumerate(table)} for table in self.tables]
         self.added: list[Key] = []  # keys new since the columns, ids after theirs
         self.added_index: dict[Key, int] = {}
         self.changed: dict[int, list[str]] = {}  # the objects of every key a change touched
         self.keys, self.objects = KeyColumn(self), ObjectColumn(self)
+
+    # --- files: the columns as they are, so loading a big KB is reading, not parsing ------
+    def save(self, folder: str | Path, source: dict | None = None) -> None:
+        """The columns as .npy arrays, the string tables as JSON, the objects as one UTF-8 text; `source`
+        (e.g. the size and time of the Knowledge.txt they were read from) is kept for `load` to check."""
+        if self.added or self.changed:
+            raise ValueError("only a KB without changes is saved as columns (merge the changes first)")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ARRAYS:
+            np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        with open(folder / "objects.txt", "w", encoding="utf-8", newline="") as f:
+            f.write(self.object_text)
+        meta = {"format": FORMAT, "keys": self.num_base, "source": source, **dict(zip(FIELDS, self.tables))}
+        (folder / "kb.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    @staticmethod
+    def saved_source(folder: str | Path) -> dict | None:
+        """The `source` a saved KB was written with; None if the folder holds none."""
+        meta = Path(folder) / "kb.json"
+        if not meta.is_file():
+            return None
+        return json.loads(meta.read_text(encoding="utf-8")).get("source")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "KnowledgeBase":
+        """A KB saved with `save`; the key columns are memory-mapped."""
+        folder = Path(folder)
+        meta_path = folder / "kb.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder}: not a saved kgqa KB (no {meta_path.name} with format {FORMAT}; rebuild it with kgqa-kb)")
+        kb = cls.__new__(cls)
+        kb.tables = [meta[f] for f in FIELDS]
+        kb.columns, kb.key_objects, kb.object_offsets = (
+            np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)) for name in ARRAYS)
+        with open(folder / "objects.txt", encoding="utf-8", newline="") as f:
+            kb.object_text = f.read()
+        n = meta["keys"]
+        if (kb.columns.shape != (3, n) or len(kb.key_objects) != n + 1 or kb.key_objects[-1] != len(kb.object_offsets) - 1
+                or kb.object_offsets[-1] != len(kb.object_text)
+                or any(len(t) <= int(c.max(initial=-1)) for t, c in zip(kb.tables, kb.columns))):
+            raise ValueError(f"{folder}: the saved KB's files do not fit together (a partial write?); rebuild it with kgqa-kb")
+        kb._index()
+        return kb
 
     @property
     def num_base(self) -> int:
