@@ -95,7 +95,7 @@ class KnowledgeBase:
     # --- files: the columns as they are, so loading a big KB is reading, not parsing ------
     def save(self, folder: str | Path, source: dict | None = None) -> None:
         """The columns as .npy arrays, the string tables as JSON, the objects as one UTF-8 text; `source`
-        (e.g. the size and time of the Knowledge.txt they were read from) is kept for `load` to check."""
+        (e.g. the size and time of the Knowledge.txt they were read from) is kept in the small kb.json."""
         if self.added or self.changed:
             raise ValueError("only a KB without changes is saved as columns (merge the changes first)")
         folder = Path(folder)
@@ -104,8 +104,8 @@ class KnowledgeBase:
             np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
         with open(folder / "objects.txt", "w", encoding="utf-8", newline="") as f:
             f.write(self.object_text)
-        meta = {"format": FORMAT, "keys": self.num_base, "source": source, **dict(zip(FIELDS, self.tables))}
-        (folder / "kb.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        (folder / "tables.json").write_text(json.dumps(dict(zip(FIELDS, self.tables)), ensure_ascii=False), encoding="utf-8")
+        (folder / "kb.json").write_text(json.dumps({"format": FORMAT, "keys": self.num_base, "source": source}), encoding="utf-8")
 
     @staticmethod
     def saved_source(folder: str | Path) -> dict | None:
@@ -124,7 +124,8 @@ class KnowledgeBase:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{folder}: not a saved kgqa KB (no {meta_path.name} with format {FORMAT}; rebuild it with kgqa-kb)")
         kb = cls.__new__(cls)
-        kb.tables = [meta[f] for f in FIELDS]
+        tables = json.loads((folder / "tables.json").read_text(encoding="utf-8"))
+        kb.tables = [tables[f] for f in FIELDS]
         kb.columns, kb.key_objects, kb.object_offsets = (
             np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)) for name in ARRAYS)
         with open(folder / "objects.txt", encoding="utf-8", newline="") as f:
