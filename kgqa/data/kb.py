@@ -211,7 +211,8 @@ class KnowledgeBase:
                 yield Triple(key, o)
 
     def strings(self) -> Iterable[str]:
-        """Every distinct subject, predicate and meaning (those of deleted keys too): what a vocabulary must cover."""
+        """Every subject, predicate and meaning, deleted keys' too (once per column, then those of added keys):
+        what a vocabulary must cover."""
         for table in self.tables:
             yield from table
         for key in self.added:
