@@ -411,8 +411,6 @@ class OverlayTrie(KeyTrie):
             raise ValueError("too many keys for an overlay: merge it into the base trie (kgqa-kb action=merge)")
         self.base, self.added = base, added
         self.deleted = np.unique(np.asarray(deleted_rows, dtype=np.int64))
-        self.row_deleted = np.zeros(base.num_keys, dtype=bool)
-        self.row_deleted[self.deleted] = True
 
     @classmethod
     def over(cls, base: Trie, added: Sequence[Sequence[int]], added_values: Sequence[int],
@@ -436,15 +434,16 @@ class OverlayTrie(KeyTrie):
     def pack(base_nodes: np.ndarray, added_nodes: np.ndarray, depths: np.ndarray) -> np.ndarray:
         return ((base_nodes + 1) << (ADDED_BITS + DEPTH_BITS)) | ((added_nodes + 1) << DEPTH_BITS) | depths
 
+    def base_key_count(self, base_nodes: np.ndarray) -> np.ndarray:
+        """Keys through each base node that are not deleted."""
+        lo, hi = self.base.rows(base_nodes)
+        if not len(self.deleted):
+            return hi - lo
+        return hi - lo - (np.searchsorted(self.deleted, hi) - np.searchsorted(self.deleted, lo))
+
     def live(self, base_nodes: np.ndarray) -> np.ndarray:
         """Base nodes with a key that is not deleted."""
-        lo, hi = self.base.rows(base_nodes)
-        live = hi > lo
-        if len(self.deleted):  # only a node whose first row is deleted can have all its rows deleted
-            maybe = np.flatnonzero(live)
-            maybe = maybe[self.row_deleted[lo[maybe]]]
-            live[maybe] = hi[maybe] - lo[maybe] > np.searchsorted(self.deleted, hi[maybe]) - np.searchsorted(self.deleted, lo[maybe])
-        return live
+        return self.base_key_count(base_nodes) > 0
 
     def parts(self, states: np.ndarray):
         """(trie, indices of the states on a path of it, their nodes, depths) for the base and the added trie."""
@@ -498,10 +497,7 @@ class OverlayTrie(KeyTrie):
     def key_count(self, states: np.ndarray) -> np.ndarray:
         count = np.zeros(len(states), dtype=np.int64)
         for trie, i, nodes, _ in self.parts(states):
-            lo, hi = trie.rows(nodes)
-            count[i] += hi - lo
-            if trie is self.base and len(self.deleted):
-                count[i] -= np.searchsorted(self.deleted, hi) - np.searchsorted(self.deleted, lo)
+            count[i] += self.base_key_count(nodes) if trie is self.base else np.subtract(*trie.rows(nodes)[::-1])
         return count
 
     def rows_under(self, state: int):
