@@ -170,8 +170,8 @@ class KbFolder:
         if base.num_keys != n_base or any(base.sequence(i).tolist() != encode(i) for i in sample_ids(n_base)):
             raise ValueError(f"{saved} does not hold the keys of this KB ({self.path / KNOWLEDGE} plus changes): "
                              f"rebuild it (kgqa-kb action=merge kb_dir={self.path})")
-        added = [i for i in range(n_base, len(kb)) if kb.objects[i]]
-        deleted = np.flatnonzero(~kb.live_mask()[:n_base]).tolist()
+        live = kb.live_mask()
+        added, deleted = (np.flatnonzero(live[n_base:]) + n_base).tolist(), np.flatnonzero(~live[:n_base]).tolist()
         if not added and not deleted:
             return KeySpace(kb, tokenizer, order, base)
         trie = OverlayTrie.over(base, [encode(i) for i in added], added, [encode(i) for i in deleted])
@@ -194,10 +194,11 @@ class KbFolder:
             f.writelines(format_change(c) for c in changes)
         self.__dict__.pop("kb", None)
         vocab, added = set(self.saved_tokenizer.vocab), {c.key for c in changes if c.op == "add"}
+        after_live = after.live_mask()
         summary = {
             "changes": len(changes),
-            "new_keys": sum(1 for k in after.keys[len(before) :] if k in after),
-            "keys_deleted": int((before.live_mask() & ~after.live_mask()[: len(before)]).sum()),
+            "new_keys": int(after_live[len(before) :].sum()),
+            "keys_deleted": int((before.live_mask() & ~after_live[: len(before)]).sum()),
             "deletions_not_found": sum(1 for c in changes if c.op == "delete" and c.key not in before and c.key not in added),
             "chars_not_in_vocab": sorted({ch for c in changes for s in (c.key.subject, c.key.predicate, c.key.meaning)
                                           for ch in s if ch not in vocab}),

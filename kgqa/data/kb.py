@@ -163,9 +163,10 @@ class KnowledgeBase:
         return i is not None and bool(self.objects[i])
 
     def key_id(self, key: Key) -> int:
-        if key not in self:
+        i = self.find(key)
+        if i is None or not self.objects[i]:
             raise KeyError(key)
-        return self.find(key)
+        return i
 
     def object_counts(self) -> np.ndarray:
         """[len(self)] how many objects each key has (0: not in the KB)."""
