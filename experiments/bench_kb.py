@@ -22,15 +22,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench_trie import QA_FILES, ROOT, generate_keys, reset_peak_rss, rss_mb
-from kgqa.data.kgclue import read_knowledge, read_qa
+from bench_trie import ROOT, generate_keys, in_fresh_process, qa_answers, reset_peak_rss, rss_mb
+from kgqa.data.kgclue import read_knowledge
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.kbfolder import KbFolder
@@ -61,11 +60,9 @@ class ObjectKB:
 
 def write_knowledge_file(scale: float, qa_root: Path, path: Path) -> dict:
     tokens, lengths, stats = generate_keys(scale, qa_root)
-    examples = [e for f in QA_FILES for e in read_qa(qa_root / f)]
-    tokenizer = CharTokenizer.build(getattr(e.triple.key, f) for e in examples for f in ("subject", "predicate", "meaning"))
-    vocab = [c if c.strip() else "_" for c in tokenizer.vocab]  # as generate_keys's vocabulary; no blank fields
+    _, answers, tokenizer = qa_answers(qa_root)
+    vocab = [c if c.strip() else "_" for c in tokenizer.vocab]  # no blank fields
     vocab[tokenizer.sep_id] = "\t"
-    answers = [e.triple.obj for e in examples]
     picks = np.random.default_rng(1).integers(0, len(answers), len(lengths)).tolist()
     starts = np.cumsum(lengths) - lengths
     with open(path, "w", encoding="utf-8") as f:
@@ -117,13 +114,8 @@ def worker(kind: str, path: Path, work: Path) -> dict:
 
 
 def run_worker(kind: str, path: Path, work: Path) -> dict:
-    """A fresh process per measurement: its peak RSS is not the previous one's."""
     cmd = [sys.executable, __file__, "--worker", kind, "--knowledge", str(path), "--work", str(work)]
-    print(f"running {kind} on {path.name} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.splitlines()[-1])
+    return in_fresh_process(cmd, f"{kind} on {path}")
 
 
 def measure(scale: float, args, kinds: tuple[str, ...]) -> dict:

@@ -76,13 +76,19 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
 
-def generate_keys(scale: float, qa_root: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Flat uint16 key tokens and key lengths of a KB with the official statistics times `scale`."""
-    rng = np.random.default_rng(seed)
+def qa_answers(qa_root: Path) -> tuple[dict[str, list[str]], list[str], CharTokenizer]:
+    """The answer triples of the QA splits: subjects, predicates and meanings; objects; their characters' vocabulary."""
     examples = [e for f in QA_FILES for e in read_qa(qa_root / f)]
     fields = {f: [getattr(e.triple.key, f) for e in examples] for f in ("subject", "predicate", "meaning")}
-    meaning_share = sum(1 for m in fields["meaning"] if m) / len(examples)
-    tokenizer = CharTokenizer.build(s for strings in fields.values() for s in strings)
+    return fields, [e.triple.obj for e in examples], CharTokenizer.build(s for strings in fields.values() for s in strings)
+
+
+def generate_keys(scale: float, qa_root: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Flat uint16 key tokens and key lengths of a KB with the official statistics times `scale`;
+    the tokens are ids of qa_answers's vocabulary."""
+    rng = np.random.default_rng(seed)
+    fields, _, tokenizer = qa_answers(qa_root)
+    meaning_share = sum(1 for m in fields["meaning"] if m) / len(fields["meaning"])
     sep = tokenizer.sep_id
 
     def drawer(field: str):
@@ -302,15 +308,19 @@ def worker(kind: str, scale: float, qa_root: Path, work: Path, queries: int, bat
     return result
 
 
-def run_worker(kind: str, scale: float, args) -> dict:
-    """A fresh process per measurement: its peak RSS is not the previous one's."""
-    cmd = [sys.executable, __file__, "--worker", kind, "--scale", str(scale), "--qa-root", str(args.qa_root),
-           "--work", str(args.work), "--queries", str(args.queries), "--batch", str(args.batch)]
-    print(f"running {kind} trie at scale {scale} ...", file=sys.stderr, flush=True)
+def in_fresh_process(cmd: list[str], what: str) -> dict:
+    """Run a worker in a fresh process, so its peak RSS is not the previous one's; its last line of JSON."""
+    print(f"running {what} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+def run_worker(kind: str, scale: float, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--scale", str(scale), "--qa-root", str(args.qa_root),
+           "--work", str(args.work), "--queries", str(args.queries), "--batch", str(args.batch)]
+    return in_fresh_process(cmd, f"{kind} trie at scale {scale}")
 
 
 ROWS = ("build_seconds", "rss_before_build_mb", "build_peak_rss_mb", "save_seconds", "bytes_on_disk", "load_seconds",
