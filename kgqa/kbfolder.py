@@ -29,7 +29,8 @@ import numpy as np
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
-from kgqa.data.triples import DataError, Key, Triple, split_subject
+from kgqa.data.triples import Key, Triple, split_subject
+from kgqa.errors import DataError
 from kgqa.keyspace import KeySpace
 from kgqa.trie import OverlayTrie, Trie
 

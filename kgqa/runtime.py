@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.data.triples import CheckpointError
+from kgqa.errors import CheckpointError
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.module import KgqaModule

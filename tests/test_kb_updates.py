@@ -11,7 +11,8 @@ from kgqa.answerer import Answerer
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, encode_question
-from kgqa.data.triples import DataError, Key, Triple
+from kgqa.data.triples import Key, Triple
+from kgqa.errors import DataError
 from kgqa.decoding.beam import beam_search
 from kgqa.decoding.processors import LcsPowerLookahead, StepContext, SubjectCopy, TrieMask
 from kgqa.kbfolder import CHANGES, KbFolder

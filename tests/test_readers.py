@@ -7,7 +7,8 @@ import pytest
 
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import read_knowledge, read_qa
-from kgqa.data.triples import DataError, Key, Triple
+from kgqa.data.triples import Key, Triple
+from kgqa.errors import DataError
 
 
 def qa_line(question=None, answer=None, **extra):

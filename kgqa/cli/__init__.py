@@ -6,6 +6,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from kgqa.errors import KgqaError
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
@@ -42,9 +44,7 @@ OmegaConf.register_new_resolver("override_name", override_name, replace=True)
 
 def reporting_errors(entry, cfg):
     """Bad input (data, checkpoints, paths) ends with its message, not a stack trace."""
-    from kgqa.data.triples import CheckpointError, DataError
-
     try:
         return entry(cfg)
-    except (DataError, CheckpointError, FileNotFoundError) as e:
+    except (KgqaError, FileNotFoundError) as e:
         raise SystemExit(f"kgqa: {e}") from None

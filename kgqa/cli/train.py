@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.report import write_run_metrics
-from kgqa.data.triples import CheckpointError
+from kgqa.errors import CheckpointError
 from kgqa.runtime import (build_datamodule, build_module, build_trainer, checkpoint_callbacks,
                           finish_loggers, print_config, print_metrics)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from kgqa.data.triples import DataError, Triple
+from kgqa.data.triples import Triple
+from kgqa.errors import DataError
 
 log = logging.getLogger(__name__)
 ANSWER_SEP = " ||| "

@@ -13,14 +13,6 @@ OPEN, CLOSE = "（", "）"
 TARGET_ORDERS = {"spm": ("subject", "predicate", "meaning"), "smp": ("subject", "meaning", "predicate")}
 
 
-class DataError(ValueError):
-    """Bad input; the message names the file and line."""
-
-
-class CheckpointError(RuntimeError):
-    """A missing, truncated or foreign checkpoint."""
-
-
 def order_fields(order: str) -> tuple[str, str, str]:
     try:
         return TARGET_ORDERS[order]

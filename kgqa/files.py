@@ -1,0 +1,62 @@
+"""Writing outputs safely: never half a file, never over the file being read.
+
+Every output goes to a temporary file beside its place and is renamed over it, so a reader (or
+a crash) sees the old file or the new one, never a mix. An output that is one of the command's
+inputs is refused before any work starts.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from kgqa.errors import ConfigError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on a clean exit it is flushed to disk and renamed to
+    `path`, on an exception it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with open(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_output(path) as f:
+        f.write(text)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_output(path, "wb") as f:
+        f.write(data)
+
+
+def same_or_inside(output: str | Path, source: str | Path) -> bool:
+    """True when writing `output` (a file or a folder) could overwrite `source`: the same file
+    (links and relative paths resolved), or a folder that holds it."""
+    out, src = Path(output).resolve(), Path(source).resolve()
+    if out == src or (out.exists() and src.exists() and os.path.samefile(out, src)):
+        return True
+    return out in src.parents
+
+
+def refuse_overwrite(output: str | Path | None, *inputs: str | Path | None, what: str = "output") -> None:
+    """A ConfigError when an output would overwrite one of the inputs it is made from."""
+    if output is None:
+        return
+    for source in inputs:
+        if source is not None and same_or_inside(output, source):
+            raise ConfigError(f"{what}={output} would overwrite the input {source}: choose another {what}")
