@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample
+from kgqa.errors import CheckpointError
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer, encode_key, encode_question
 from kgqa.kbfolder import KbFolder
 from kgqa.keyspace import KeySpace
@@ -105,15 +106,48 @@ class KgqaDataModule(L.LightningDataModule):
                               else build_tokenizer(self.pretrained, self.splits["train"], self.kb))
         self.keyspace = folder.keyspace(self.kb, self.tokenizer, self.target) if folder else KeySpace(self.kb, self.tokenizer, self.target)
 
-    # --- checkpoint: the tokenizer travels with the weights ---------------------------
+    # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"kb": self.kb_fingerprint()}
         if isinstance(self.tokenizer, CharTokenizer):
-            return {"vocab": list(self.tokenizer.vocab)}
-        return {"pretrained": self.pretrained}
+            return state | {"vocab": list(self.tokenizer.vocab)}
+        return state | {"pretrained": self.pretrained}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if isinstance(self.tokenizer, CharTokenizer) and state.get("vocab") != self.tokenizer.vocab:
             raise ValueError("the checkpoint's vocabulary differs from this data module's tokenizer")
+
+    def kb_fingerprint(self) -> dict[str, float]:
+        """What tells one KB from another for a trained model: its size, and the share of labelled
+        val/test questions whose gold key it holds."""
+        labelled = [e for split in ("val", "test") for e in self.splits[split] if e.triple is not None]
+        covered = sum(e.triple.key in self.kb for e in labelled)
+        return {"keys": int(self.kb.live_mask().sum()), "gold_coverage": covered / max(len(labelled), 1)}
+
+    def check_kb(self, trained: dict | None, checkpoint, allow_change: bool = False) -> None:
+        """Refuse a KB the checkpoint was not trained with: one whose keys its character vocabulary
+        cannot spell (keys added to a KB folder since are allowed: that is what the overlay is for), or
+        whose size or gold coverage differs from the training KB's. allow_change=True only warns."""
+        problems = []
+        if isinstance(self.tokenizer, CharTokenizer):
+            known = set(self.tokenizer.vocab)
+            unspelled = sorted({c for table in self.kb.tables for s in table for c in s} - known)
+            if unspelled:
+                problems.append(f"its vocabulary cannot spell {len(unspelled)} character(s) of the KB's keys "
+                                f"({''.join(unspelled[:20])}{'...' if len(unspelled) > 20 else ''})")
+        if isinstance(trained, dict) and {"keys", "gold_coverage"} <= trained.keys():
+            now = self.kb_fingerprint()
+            if now["gold_coverage"] < trained["gold_coverage"] - 0.05:
+                problems.append(f"the KB holds the gold key of {now['gold_coverage']:.0%} of the labelled val/test "
+                                f"questions, {trained['gold_coverage']:.0%} when trained")
+            if not 0.5 <= now["keys"] / max(trained["keys"], 1) <= 2:
+                problems.append(f"the KB has {now['keys']} keys, {trained['keys']} when trained")
+        if not problems:
+            return
+        message = f"{checkpoint} was not trained with this KB: {'; '.join(problems)}"
+        if not allow_change:
+            raise CheckpointError(f"{message}. Set allow_kb_change=true to decode with it anyway")
+        log.warning("%s (allow_kb_change=true: decoding with it anyway)", message)
 
     # --- batches ---------------------------------------------------------------------
     def encode_pair(self, example: QAExample) -> tuple[list[int], list[int]]:

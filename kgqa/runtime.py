@@ -1,8 +1,6 @@
 """What every entry point shares: building the pieces from a config, checkpoints, printing."""
 from __future__ import annotations
 
-import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from kgqa.errors import CheckpointError
+from kgqa.files import atomic_output
+from kgqa.trusted import trusted_config
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.module import KgqaModule
@@ -51,37 +51,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file, then rename: a crash mid-write leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_output(path, "wb") as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict[str, Any]:
         return load_checkpoint(path, map_location)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True, and a clear error for a missing, truncated or foreign file."""
+    """torch.load with weights_only=True (tensors and plain values, no pickled objects) and a run config
+    that names only the project's own targets (kgqa.trusted); a clear error for a missing, truncated,
+    foreign or untrusted file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not saved by torch): {type(e).__name__}: {str(e)[:200]}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "run_config" not in ckpt.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not saved by torch): "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or not isinstance(ckpt.get("state_dict"), dict) or "run_config" not in hparams:
         raise CheckpointError(f"{path} is not a kgqa checkpoint (no state_dict or run config)")
+    ckpt["hyper_parameters"] = trusted_config(dict(hparams), path)
     return ckpt
 
 
-def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
-    return CharTokenizer(state["vocab"]) if "vocab" in state else PretrainedTokenizer(state["pretrained"])
+def tokenizer_from_state(state: Any, path: Path) -> Tokenizer:
+    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it names."""
+    if isinstance(state, dict) and isinstance(state.get("vocab"), list) and all(isinstance(c, str) for c in state["vocab"]):
+        try:
+            return CharTokenizer(state["vocab"])
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+    if isinstance(state, dict) and isinstance(state.get("pretrained"), str):
+        return PretrainedTokenizer(state["pretrained"])
+    raise CheckpointError(f"{path} holds no vocabulary (a kgqa checkpoint keeps its tokenizer's)")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
@@ -117,8 +122,10 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule, KgqaModule]:
-    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`."""
-    ckpt = load_checkpoint(resolve_checkpoint(ckpt_path))
+    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`.
+    A KB that is not the one the model was trained with is refused unless cfg.allow_kb_change."""
+    path = resolve_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(path)
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
     kept = [k for k in ("data", "kb", "target", "backbone", "optim", "seed", "factors") if k in run and not (k == "kb" and cfg.get("kb"))]
     merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
@@ -126,8 +133,13 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
         merged.data.root = merged.data.source.root = cfg.data_root
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
         merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
-    tokenizer = tokenizer_from_state(ckpt[KgqaDataModule.__qualname__])
-    dm = build_datamodule(merged, tokenizer)
-    module = build_module(merged, tokenizer.vocab_size)
-    module.load_state_dict(ckpt["state_dict"])
+    state = ckpt.get(KgqaDataModule.__qualname__)
+    dm = build_datamodule(merged, tokenizer_from_state(state, path))
+    dm.setup()
+    dm.check_kb(state.get("kb"), path, allow_change=bool(cfg.get("allow_kb_change", False)))
+    module = build_module(merged, dm.tokenizer.vocab_size)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes: {str(e)[:300]}") from None
     return merged, dm, module

@@ -52,7 +52,7 @@ def test_predict_answers_a_typed_question_and_rejects_bad_ones(toy_run):
     proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'")
     first = next(line for line in proc.stdout.splitlines() if line.startswith("1. "))
     assert first.startswith(f"1. {example.triple.answer()}  (confidence ")
-    proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'", "decode.min_confidence=1.01")
+    proc = run_cli("predict", f"ckpt={run_dir}", f"question='{example.question}'", "decode.min_confidence=1.0")
     assert "no confident answer" in proc.stdout
     for bad, message in (("'   '", "the question is empty"), ("'" + "问" * 100 + "'", "longer than 64 tokens")):
         proc = run_cli("predict", f"ckpt={run_dir}", f"question={bad}", check=False)

@@ -43,8 +43,18 @@ OmegaConf.register_new_resolver("override_name", override_name, replace=True)
 
 
 def reporting_errors(entry, cfg):
-    """Bad input (data, checkpoints, paths) ends with its message, not a stack trace."""
+    """Check the config, then run; a user error (bad input, a foreign or untrusted file, a setting that
+    cannot work) ends with its message in one line and exit status 1, not a stack trace."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from kgqa.cli.checks import check_config
+
     try:
+        check_config(cfg)
         return entry(cfg)
-    except (KgqaError, FileNotFoundError) as e:
+    except (KgqaError, FileNotFoundError, OmegaConfBaseException) as e:
         raise SystemExit(f"kgqa: {e}") from None
+    except InstantiationException as e:  # a KgqaError raised while a config object was built, or bad arguments
+        cause = e.__cause__ if isinstance(e.__cause__, (KgqaError, FileNotFoundError)) else e
+        raise SystemExit(f"kgqa: {cause}") from None

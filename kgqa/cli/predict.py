@@ -8,12 +8,16 @@ from omegaconf import DictConfig
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.data.kgclue import read_qa
+from kgqa.errors import ConfigError
+from kgqa.files import atomic_output, refuse_overwrite
 from kgqa.runtime import restore
 
 
 def predict(cfg: DictConfig) -> None:
     if (cfg.question is None) == (cfg.input is None):
-        raise SystemExit("give exactly one of question=\"...\" or input=<KgCLUE json lines file>")
+        raise ConfigError("give exactly one of question=\"...\" or input=<KgCLUE json lines file>")
+    if cfg.input is not None:
+        refuse_overwrite(cfg.output, cfg.input, what="output")
     cfg, dm, module = restore(cfg.ckpt, cfg)
     dm.setup()
     answerer = module.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, cfg.batch_size)
@@ -22,7 +26,7 @@ def predict(cfg: DictConfig) -> None:
         try:
             question = answerer.check_question(str(cfg.question))
         except ValueError as e:
-            raise SystemExit(f"kgqa-predict: {e}") from None
+            raise ConfigError(f"question: {e}") from None
         answers = answerer(module.model, [question])[0]
         if answers[0].confidence < cfg.decode.min_confidence:
             print(f"no confident answer: the best has confidence {answers[0].confidence:.3f} < decode.min_confidence")
@@ -35,7 +39,7 @@ def predict(cfg: DictConfig) -> None:
     examples = read_qa(cfg.input, labelled=False)
     answers = answerer(module.model, [e.question for e in examples])
     out = Path(cfg.output)
-    with open(out, "w", encoding="utf-8") as f:
+    with atomic_output(out) as f:
         for e, a in zip(examples, answers):
             f.write(json.dumps({"id": e.id, "question": e.question, "answer": a[0].triple.answer()}, ensure_ascii=False) + "\n")
     print(f"wrote {len(examples)} answers to {out}", file=sys.stderr)
