@@ -6,10 +6,12 @@ import logging
 
 import pytest
 
+from cli import run_cli
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge, read_qa
+from kgqa.data.sources import FileKB, GoldKB, KgclueSource, ToySource
 from kgqa.data.triples import Key, Triple
-from kgqa.errors import DataError
+from kgqa.errors import ConfigError, DataError
 from kgqa.kbfolder import format_change, read_change_log, read_changes
 
 
@@ -336,3 +338,61 @@ def test_change_log_bad_line(tmp_path, line):
     path.write_text(f"delete\t李四\t职业\n{line}\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{path}:2: "):
         read_change_log(path)
+
+
+# --- sources: emptiness and limits found when the data module is set up ------------------
+def kgclue_folder(tmp_path, **contents):
+    files = {"train": "train.json", "val": "dev.json", "test": "test_public.json"}
+    for split, name in files.items():
+        (tmp_path / name).write_text(contents.get(split, "\n".join(GOOD) + "\n"), encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_an_empty_split_is_an_error_before_training(tmp_path, split):
+    files = kgclue_folder(tmp_path, **{split: "\n\n"})
+    source = KgclueSource(str(tmp_path), files)  # built by Hydra: nothing read yet
+    with pytest.raises(DataError, match=rf"^{tmp_path / files[split]}: empty: no questions"):
+        source.splits
+    with pytest.raises(DataError, match=rf"^{tmp_path / files[split]}: empty"):
+        GoldKB().build(KgclueSource(str(tmp_path), files))
+
+
+def test_skipped_lines_are_counted_once_per_file(tmp_path, caplog):
+    files = kgclue_folder(tmp_path, train="\n".join([BAD_QA["not json"], *GOOD, BAD_QA["missing answer"]]))
+    source = KgclueSource(str(tmp_path), files, on_bad_line="skip", limit=1)
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        kb = GoldKB().build(source)
+        splits = source.splits
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / 'train.json'}: skipped 2 bad line(s)"]
+    assert {name: len(examples) for name, examples in splits.items()} == {"train": 1, "val": 1, "test": 1}
+    assert len(kb) == 2  # the gold KB takes every question, not only the first `limit`
+
+
+@pytest.mark.parametrize("limit", [0, -1, "all"])
+def test_limit_must_be_positive(tmp_path, limit):
+    source = KgclueSource(str(tmp_path), kgclue_folder(tmp_path), limit=limit)
+    with pytest.raises(ConfigError, match=rf"data\.source\.limit={limit}: give a positive number"):
+        source.splits
+
+
+def test_toy_with_too_few_entities_is_a_config_error():
+    with pytest.raises(ConfigError, match="no val or test questions.*n_entities"):
+        ToySource(n_entities=5).splits
+
+
+def test_an_empty_kb_file_is_an_error(tmp_path):
+    path = tmp_path / "Knowledge.txt"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}: empty: no triples"):
+        FileKB(str(path)).build(KgclueSource(str(tmp_path), kgclue_folder(tmp_path)))
+
+
+def test_train_on_an_empty_split_exits_1_before_training(tmp_path):
+    kgclue_folder(tmp_path, train="")
+    run = tmp_path / "run"
+    proc = run_cli("train", "data=kgclue", f"data.root={tmp_path}", "kb=gold", "logger=csv", f"hydra.run.dir={run}",
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kgqa: {tmp_path / 'train.json'}: empty: no questions"
+    assert not (run / "checkpoints").exists()
