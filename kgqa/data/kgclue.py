@@ -56,7 +56,7 @@ class LineReader:
     def fields(self, lineno: int, line: str, counts: tuple[int, ...]) -> list[str] | None:
         """The tab-separated fields of a line when there are `counts` of them, none blank; else None (a bad line)."""
         fields = line.split("\t")
-        if len(fields) in counts and all(f.strip() for f in fields):
+        if len(fields) in counts and "" not in map(str.strip, fields):
             return fields
         blank = f", field {[f.strip() for f in fields].index('') + 1} blank" if len(fields) in counts else ""
         need = " or ".join(map(str, counts))
