@@ -12,7 +12,8 @@ from kgqa.data.kgclue import read_knowledge, read_qa
 from kgqa.data.sources import FileKB, GoldKB, KgclueSource, ToySource
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError
-from kgqa.kbfolder import format_change, read_change_log, read_changes
+from kgqa.kbfolder import CHANGES, VOCAB, KbFolder, format_change, read_change_log, read_changes
+from kgqa.kbfolder import KNOWLEDGE as KNOWLEDGE_FILE
 
 
 def qa_line(question=None, answer=None, **extra):
@@ -73,6 +74,8 @@ BAD_QA = {
     "answer without spaced separators": qa_line("q", "a|||b|||c"),
     "answer with three separators": qa_line("q", "a ||| b ||| c ||| d"),
     "answer with an empty predicate": qa_line("q", "a |||  ||| c"),
+    "question with a lone surrogate": json.dumps({"question": "q\ud800", "answer": "a ||| b ||| c"}),
+    "nested too deep": "[" * 5000 + "]" * 5000,
 }
 
 
@@ -329,6 +332,19 @@ def test_change_log_reads_back_what_format_change_wrote(tmp_path):
     path = tmp_path / "changes.tsv"
     path.write_text("".join(format_change(c) for c in changes), encoding="utf-8")
     assert read_change_log(path) == changes
+
+
+def test_kb_folder_changes_read_the_log_as_the_other_files(tmp_path):
+    """KbFolder.changes is read_change_log: a BOM, CRLF and blank lines are fine, a bad byte names its line."""
+    for name in (KNOWLEDGE_FILE, VOCAB):  # enough of a folder for KbFolder; changes() reads only the log
+        (tmp_path / name).write_text("", encoding="utf-8")
+    folder = KbFolder(tmp_path)
+    assert folder.changes() == []
+    (tmp_path / CHANGES).write_bytes(BOM + b"add\t\xe5\xbc\xa0\t\xe8\x81\x8c\t\xe6\x95\x99\r\n\r\ndelete\tb\tc\r\n")
+    assert folder.changes() == [Change("add", Key("张", "职"), "教"), Change("delete", Key("b", "c"))]
+    (tmp_path / CHANGES).write_bytes(b"delete\tb\tc\ndelete\t\xe5\xbc\tc\n")
+    with pytest.raises(DataError, match=rf"^{tmp_path / CHANGES}:2: not UTF-8 text"):
+        folder.changes()
 
 
 @pytest.mark.parametrize("line", ["add\t张三\t主讲课程", "change\t张三\t主讲课程\t数学", "delete\t张三",
