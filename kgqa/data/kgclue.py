@@ -38,7 +38,8 @@ class LineReader:
     mark at the start of a line is dropped (a file, or files concatenated). Each line is decoded on
     its own, so a line that is not UTF-8 text (or holds a NUL byte) is reported with its number, like
     a line the caller finds bad (`bad`, `fields`): a DataError, or with on_bad_line="skip" one more
-    skipped line, the count logged once at the end. `what` names the records in the messages.
+    skipped line, the count logged once at the end. `what` names the records in the messages;
+    `empty_ok` lets a file hold none (a change log); `hint` is "" where no command offers a skip.
     """
 
     def __init__(self, path: str | Path, on_bad_line: str = "error", what: str = "lines", empty_ok: bool = False,
