@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kgqa.data.kb import Change, KnowledgeBase
-from kgqa.data.kgclue import read_knowledge
+from kgqa.data.kgclue import LineReader, read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
 from kgqa.data.triples import Key, Triple, split_subject
 from kgqa.errors import DataError
@@ -48,24 +48,34 @@ def write_knowledge(path: Path, triples: Iterable[Triple]) -> None:
     os.replace(tmp, path)
 
 
-def read_changes(path: Path, op: str) -> list[Change]:
+CHANGE_FIELDS = {"add": (3,), "delete": (2, 3)}  # S（M） TAB P TAB O; a delete may leave out O (every object)
+
+
+def read_changes(path: Path, op: str, on_bad_line: str = "error") -> list[Change]:
     """Change lines from a TSV: S（M） TAB P TAB O to add; to delete, also S（M） TAB P (every object of the key)."""
-    changes = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) not in ((3,) if op == "add" else (2, 3)) or not all(x.strip() for x in fields):
-                need = "3" if op == "add" else "2 or 3"
-                raise DataError(f"{path}:{lineno}: expected {need} non-empty tab-separated fields, got {len(fields)}: {line[:80]!r}")
-            if len(fields) == 3:
-                t = Triple.parse(*fields)
-                changes.append(Change(op, t.key, t.obj))
-            else:
-                subject, meaning = split_subject(fields[0].strip())
-                changes.append(Change(op, Key(subject, fields[1].strip(), meaning)))
+    lines = LineReader(path, on_bad_line, f"triples to {op}", hint="")
+    return [parse_change(op, fields) for lineno, line in lines
+            if (fields := lines.fields(lineno, line, CHANGE_FIELDS[op]))]
+
+
+def read_change_log(path: Path, on_bad_line: str = "error") -> list[Change]:
+    """The folder's changes.tsv (add|delete TAB the fields of a change line), as format_change writes it."""
+    lines, changes = LineReader(path, on_bad_line, "changes", empty_ok=True, hint=""), []
+    for lineno, line in lines:
+        op, _, rest = line.partition("\t")
+        if op not in OPS:
+            lines.bad(lineno, f"not a change line (add|delete TAB S TAB P [TAB O]): {line[:80]!r}")
+        elif fields := lines.fields(lineno, rest, CHANGE_FIELDS[op]):
+            changes.append(parse_change(op, fields))
     return changes
+
+
+def parse_change(op: str, fields: list[str]) -> Change:
+    if len(fields) == 3:
+        t = Triple.parse(*fields)
+        return Change(op, t.key, t.obj)
+    subject, meaning = split_subject(fields[0].strip())
+    return Change(op, Key(subject, fields[1].strip(), meaning))
 
 
 def format_change(c: Change) -> str:
@@ -131,16 +141,7 @@ class KbFolder:
 
     def changes(self) -> list[Change]:
         path = self.path / CHANGES
-        if not path.is_file():
-            return []
-        out = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            fields = line.split("\t")
-            if fields[0] not in OPS or len(fields) not in (3, 4):
-                raise DataError(f"{path}:{lineno}: not a change line (add|delete TAB S TAB P [TAB O]): {line[:80]!r}")
-            subject, meaning = split_subject(fields[1])
-            out.append(Change(fields[0], Key(subject, fields[2], meaning), fields[3] if len(fields) == 4 else None))
-        return out
+        return read_change_log(path) if path.is_file() else []
 
     @cached_property
     def kb(self) -> KnowledgeBase:

@@ -1,14 +1,19 @@
-"""KgCLUE readers (QA JSON lines, Knowledge TSV) and the KnowledgeBase built from triples."""
+"""KgCLUE readers (QA JSON lines, Knowledge TSV, change files), the sources built on them, and the
+KnowledgeBase built from triples. Any-bytes properties of the readers: test_reader_properties.py."""
 import gzip
 import json
 import logging
 
 import pytest
 
-from kgqa.data.kb import KnowledgeBase
+from cli import run_cli
+from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge, read_qa
+from kgqa.data.sources import FileKB, GoldKB, KgclueSource, ToySource
 from kgqa.data.triples import Key, Triple
-from kgqa.errors import DataError
+from kgqa.errors import ConfigError, DataError
+from kgqa.kbfolder import CHANGES, VOCAB, KbFolder, format_change, read_change_log, read_changes
+from kgqa.kbfolder import KNOWLEDGE as KNOWLEDGE_FILE
 
 
 def qa_line(question=None, answer=None, **extra):
@@ -69,6 +74,8 @@ BAD_QA = {
     "answer without spaced separators": qa_line("q", "a|||b|||c"),
     "answer with three separators": qa_line("q", "a ||| b ||| c ||| d"),
     "answer with an empty predicate": qa_line("q", "a |||  ||| c"),
+    "question with a lone surrogate": json.dumps({"question": "q\ud800", "answer": "a ||| b ||| c"}),
+    "nested too deep": "[" * 5000 + "]" * 5000,
 }
 
 
@@ -199,3 +206,209 @@ def test_kb_from_knowledge_file(tmp_path):
 def test_read_knowledge_ignores_blank_lines(tmp_path):
     path = write(tmp_path / "kb.txt", ["张三\t主讲课程\t物理", "", "李四\t职业\t教师", ""])
     assert [t.key.subject for t in read_knowledge(path)] == ["张三", "李四"]
+
+
+# --- what every reader does with the bytes: one LineReader -------------------------------
+BOM = "\ufeff".encode()
+READERS = {  # file name -> read it all, on_bad_line
+    "train.json": lambda p, on_bad_line="error": read_qa(p, on_bad_line),
+    "Knowledge.txt": lambda p, on_bad_line="error": list(read_knowledge(p, on_bad_line)),
+    "Knowledge.txt.gz": lambda p, on_bad_line="error": list(read_knowledge(p, on_bad_line)),
+    "add.tsv": lambda p, on_bad_line="error": read_changes(p, "add", on_bad_line),
+    "delete.tsv": lambda p, on_bad_line="error": read_changes(p, "delete", on_bad_line),
+    "changes.tsv": lambda p, on_bad_line="error": read_change_log(p, on_bad_line),
+}
+GOOD_LINES = {"train.json": GOOD, "Knowledge.txt": KNOWLEDGE, "Knowledge.txt.gz": KNOWLEDGE, "add.tsv": KNOWLEDGE,
+              "delete.tsv": ["张三\t主讲课程", KNOWLEDGE[1]],
+              "changes.tsv": ["add\t" + KNOWLEDGE[0], "delete\t张三\t主讲课程"]}
+
+
+def write_bytes(path, data: bytes):
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def good_bytes(name, end="\n") -> bytes:
+    return "".join(line + end for line in GOOD_LINES[name]).encode("utf-8")
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_bom_and_crlf_read_as_plain_lines(tmp_path, name):
+    """A byte-order mark at the start (or where files were concatenated) and CRLF change nothing."""
+    plain = READERS[name](write_bytes(tmp_path / name, good_bytes(name)))
+    assert plain and READERS[name](write_bytes(tmp_path / name, BOM + good_bytes(name, "\r\n"))) == plain
+    twice = READERS[name](write_bytes(tmp_path / name, BOM + good_bytes(name) + BOM + good_bytes(name)))
+    if name == "train.json":
+        assert [(e.question, e.triple) for e in twice] == [(e.question, e.triple) for e in plain * 2]
+    else:
+        assert twice == plain * 2
+
+
+def test_bom_is_not_part_of_the_first_subject(tmp_path):
+    (first, *_) = read_knowledge(write_bytes(tmp_path / "Knowledge.txt", BOM + good_bytes("Knowledge.txt")))
+    assert first.key.subject == "张三"
+
+
+NOT_TEXT = {  # a line's bytes -> what the message says
+    "GBK": ("张三\t主讲课程\t数学".encode("gbk"), "not UTF-8 text"),
+    "Latin-1": ("Zoë\tkind\tcafé".encode("latin-1"), "not UTF-8 text"),
+    "cut UTF-8": ("张三\t主讲课程\t数学".encode()[:-1], "not UTF-8 text"),
+    "NUL": (b"a\x00b\tc\td", "NUL byte"),
+}
+
+
+@pytest.mark.parametrize("bad", list(NOT_TEXT.values()), ids=list(NOT_TEXT))
+@pytest.mark.parametrize("name", list(READERS))
+def test_a_line_that_is_not_utf8_names_file_and_line(tmp_path, name, bad):
+    raw, why = bad
+    lines = good_bytes(name).splitlines(keepends=True)
+    path = write_bytes(tmp_path / name, lines[0] + raw + b"\n" + b"".join(lines[1:]))
+    with pytest.raises(DataError, match=why) as err:
+        READERS[name](path)
+    assert str(err.value).startswith(f"{path}:2: ")
+    assert READERS[name](path, "skip") == READERS[name](write_bytes(tmp_path / name, good_bytes(name)))
+
+
+def test_utf16_is_refused_as_a_file(tmp_path):
+    path = tmp_path / "Knowledge.txt"
+    path.write_bytes("\n".join(KNOWLEDGE).encode("utf-16"))
+    with pytest.raises(DataError, match=r"Knowledge\.txt: UTF-16 text: save it as UTF-8"):
+        list(read_knowledge(path, on_bad_line="skip"))
+
+
+def test_truncated_gzip_names_file_and_last_line_read(tmp_path):
+    lines = [f"张三{i}\t主讲课程\t数学{i}" for i in range(5000)]
+    packed = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1)
+    path = tmp_path / "Knowledge.txt.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    read = []
+    with pytest.raises(DataError, match=r"Knowledge\.txt\.gz: truncated or corrupt gzip data after line (\d+)") as err:
+        read.extend(read_knowledge(path, on_bad_line="skip"))
+    assert 0 < len(read) < len(lines) and str(err.value).split("after line ")[1].startswith(f"{len(read)} ")
+
+
+def test_gz_name_and_gzip_data_go_together(tmp_path):
+    plain = tmp_path / "Knowledge.txt.gz"
+    plain.write_text("\n".join(KNOWLEDGE), encoding="utf-8")
+    with pytest.raises(DataError, match=r"Knowledge\.txt\.gz: named \.gz but not gzip data"):
+        list(read_knowledge(plain))
+    packed = tmp_path / "Knowledge.txt"
+    packed.write_bytes(gzip.compress("\n".join(KNOWLEDGE).encode()))
+    with pytest.raises(DataError, match=r"Knowledge\.txt: gzip data in a file not named \.gz"):
+        list(read_knowledge(packed))
+
+
+EMPTY = {"nothing": b"", "a BOM": BOM, "blank lines": b"\n  \r\n\t\n"}
+
+
+@pytest.mark.parametrize("content", list(EMPTY.values()), ids=list(EMPTY))
+@pytest.mark.parametrize("name", [n for n in READERS if n != "changes.tsv"])
+def test_an_empty_file_is_an_error(tmp_path, name, content):
+    path = write_bytes(tmp_path / name, content)
+    for on_bad_line in ("error", "skip"):
+        with pytest.raises(DataError, match=r": empty: no ") as err:
+            READERS[name](path, on_bad_line)
+        assert str(err.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("name", [n for n in READERS if n != "changes.tsv"])
+def test_no_valid_line_after_skipping_is_an_error(tmp_path, name, caplog):
+    path = write_bytes(tmp_path / name, b"\n\xff\xfe\n\nnot a line\n\x00\n")
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        with pytest.raises(DataError, match=r": no valid .*: all 3 non-blank line\(s\) were bad and skipped") as err:
+            READERS[name](path, "skip")
+    assert str(err.value).startswith(f"{path}: ")
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: skipped 3 bad line(s)"]
+
+
+def test_an_empty_change_log_is_no_changes(tmp_path):
+    for content in EMPTY.values():
+        assert read_change_log(write_bytes(tmp_path / "changes.tsv", content)) == []
+
+
+def test_change_log_reads_back_what_format_change_wrote(tmp_path):
+    changes = [Change("add", Key("张三", "主讲课程", "老师（数学）"), "数学 物理"),
+               Change("delete", Key("李四", "职业")), Change("delete", Key("王五", "职业"), "演员")]
+    path = tmp_path / "changes.tsv"
+    path.write_text("".join(format_change(c) for c in changes), encoding="utf-8")
+    assert read_change_log(path) == changes
+
+
+def test_kb_folder_changes_read_the_log_as_the_other_files(tmp_path):
+    """KbFolder.changes is read_change_log: a BOM, CRLF and blank lines are fine, a bad byte names its line."""
+    for name in (KNOWLEDGE_FILE, VOCAB):  # enough of a folder for KbFolder; changes() reads only the log
+        (tmp_path / name).write_text("", encoding="utf-8")
+    folder = KbFolder(tmp_path)
+    assert folder.changes() == []
+    (tmp_path / CHANGES).write_bytes(BOM + b"add\t\xe5\xbc\xa0\t\xe8\x81\x8c\t\xe6\x95\x99\r\n\r\ndelete\tb\tc\r\n")
+    assert folder.changes() == [Change("add", Key("张", "职"), "教"), Change("delete", Key("b", "c"))]
+    (tmp_path / CHANGES).write_bytes(b"delete\tb\tc\ndelete\t\xe5\xbc\tc\n")
+    with pytest.raises(DataError, match=rf"^{tmp_path / CHANGES}:2: not UTF-8 text"):
+        folder.changes()
+
+
+@pytest.mark.parametrize("line", ["add\t张三\t主讲课程", "change\t张三\t主讲课程\t数学", "delete\t张三",
+                                  "add\t\t主讲课程\t数学"])
+def test_change_log_bad_line(tmp_path, line):
+    path = tmp_path / "changes.tsv"
+    path.write_text(f"delete\t李四\t职业\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: "):
+        read_change_log(path)
+
+
+# --- sources: emptiness and limits found when the data module is set up ------------------
+def kgclue_folder(tmp_path, **contents):
+    files = {"train": "train.json", "val": "dev.json", "test": "test_public.json"}
+    for split, name in files.items():
+        (tmp_path / name).write_text(contents.get(split, "\n".join(GOOD) + "\n"), encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_an_empty_split_is_an_error_before_training(tmp_path, split):
+    files = kgclue_folder(tmp_path, **{split: "\n\n"})
+    source = KgclueSource(str(tmp_path), files)  # built by Hydra: nothing read yet
+    with pytest.raises(DataError, match=rf"^{tmp_path / files[split]}: empty: no questions"):
+        source.splits
+    with pytest.raises(DataError, match=rf"^{tmp_path / files[split]}: empty"):
+        GoldKB().build(KgclueSource(str(tmp_path), files))
+
+
+def test_skipped_lines_are_counted_once_per_file(tmp_path, caplog):
+    files = kgclue_folder(tmp_path, train="\n".join([BAD_QA["not json"], *GOOD, BAD_QA["missing answer"]]))
+    source = KgclueSource(str(tmp_path), files, on_bad_line="skip", limit=1)
+    with caplog.at_level(logging.WARNING, logger="kgqa.data.kgclue"):
+        kb = GoldKB().build(source)
+        splits = source.splits
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / 'train.json'}: skipped 2 bad line(s)"]
+    assert {name: len(examples) for name, examples in splits.items()} == {"train": 1, "val": 1, "test": 1}
+    assert len(kb) == 2  # the gold KB takes every question, not only the first `limit`
+
+
+@pytest.mark.parametrize("limit", [0, -1, "all"])
+def test_limit_must_be_positive(tmp_path, limit):
+    source = KgclueSource(str(tmp_path), kgclue_folder(tmp_path), limit=limit)
+    with pytest.raises(ConfigError, match=rf"data\.source\.limit={limit}: give a positive number"):
+        source.splits
+
+
+def test_toy_with_too_few_entities_is_a_config_error():
+    with pytest.raises(ConfigError, match="no val or test questions.*n_entities"):
+        ToySource(n_entities=5).splits
+
+
+def test_an_empty_kb_file_is_an_error(tmp_path):
+    path = tmp_path / "Knowledge.txt"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}: empty: no triples"):
+        FileKB(str(path)).build(KgclueSource(str(tmp_path), kgclue_folder(tmp_path)))
+
+
+def test_train_on_an_empty_split_exits_1_before_training(tmp_path):
+    kgclue_folder(tmp_path, train="")
+    run = tmp_path / "run"
+    proc = run_cli("train", "data=kgclue", f"data.root={tmp_path}", "kb=gold", "logger=csv", f"hydra.run.dir={run}",
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kgqa: {tmp_path / 'train.json'}: empty: no questions"
+    assert not (run / "checkpoints").exists()
