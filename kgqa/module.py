@@ -52,6 +52,15 @@ class KgqaModule(L.LightningModule):
             if isinstance(logger, WandbLogger):  # runs compare on their best val EMF1
                 logger.experiment.define_metric("val/emf1", summary="max")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The val history travels with the weights: a resumed run reports every epoch once."""
+        checkpoint["val_history"] = self.val_history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a fit continues the saved history; evaluating the best checkpoint keeps the whole one."""
+        if self.trainer.state.fn == "fit":
+            self.val_history = list(checkpoint.get("val_history", []))
+
     def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
         lookahead = instantiate(self.lookahead_cfg, _convert_="all") if self.lookahead_cfg else None  # a rule or a list
         d = self.hparams.decode

@@ -2,6 +2,7 @@
 cluster settings, reports."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,8 +86,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert torch.load(last, weights_only=True)["epoch"] < 2  # it really was cut short
 
-    resumed = printed_metrics(run_cli("train", f"resume={killed}", f"hydra.run.dir={tmp_path}/resume-invocation"))
+    outputs = sorted((ROOT / "outputs").glob("*/*"))
+    resumed = printed_metrics(run_cli("train", f"resume={killed}"))
     assert resumed == straight
+    assert sorted((ROOT / "outputs").glob("*/*")) == outputs  # the resume wrote only in its run folder
+    history = [json.loads((d / "metrics.json").read_text())["history"] for d in (tmp_path / "straight", killed)]
+    assert [h["epoch"] for h in history[1]] == [0, 1, 2] and history[1] == history[0]  # each epoch once, as if never killed
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -38,8 +38,15 @@ def override_name(default: str) -> str:
     return ",".join(swept).replace("/", "_") or default
 
 
+def resuming(resume: str | None, then: str, otherwise: str) -> str:
+    """`then` when this process resumes an existing run folder (resume=<dir>), else `otherwise`: a
+    resume writes inside its run folder only."""
+    return then if resume and Path(resume).is_dir() else otherwise
+
+
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("override_name", override_name, replace=True)
+OmegaConf.register_new_resolver("resuming", resuming, replace=True)
 
 
 def reporting_errors(entry, cfg):
