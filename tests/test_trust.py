@@ -3,10 +3,14 @@ is not silently decoded with a KB it was not trained with."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +84,22 @@ def test_kgqa_eval_and_predict_refuse_a_crafted_checkpoint(toy_ckpt, tmp_path):
     one_line_error(proc, "os.makedirs", "not one of kgqa's own targets")
     proc = run_cli("predict", f"ckpt={crafted}", "question='李强属于什么气候？'", check=False)
     one_line_error(proc, "os.makedirs")
+    assert not probe.exists()
+
+
+def test_a_crafted_run_folder_is_refused_on_resume(toy_ckpt, tmp_path):
+    """Whoever made the folder controls run_config.yaml and the checksum in run.json alike."""
+    probe = tmp_path / "made_by_the_run_folder"
+    run_dir = tmp_path / "run"
+    shutil.copytree(toy_ckpt.parents[1], run_dir)
+    config = yaml.safe_load((run_dir / "run_config.yaml").read_text())
+    config["logger"] = {"_target_": "os.makedirs", "name": str(probe)}
+    text = yaml.safe_dump(config, allow_unicode=True)
+    (run_dir / "run_config.yaml").write_text(text)
+    info = json.loads((run_dir / "run.json").read_text()) | {"run_config_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    proc = run_cli("train", f"resume={run_dir}", check=False)
+    one_line_error(proc, "logger._target_='os.makedirs'", "not one of kgqa's own targets")
     assert not probe.exists()
 
 

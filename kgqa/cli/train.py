@@ -13,11 +13,13 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.cli.checks import check_config
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.files import write_text
 from kgqa.report import write_run_metrics
 from kgqa.runtime import (build_datamodule, build_module, build_trainer, checkpoint_callbacks,
                           finish_loggers, print_config, print_metrics)
+from kgqa.trusted import trusted_config
 
 RUN_CONFIG, RUN_INFO = "run_config.yaml", "run.json"
 RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "optim", "decode", "trainer", "logger")
@@ -79,6 +81,7 @@ def resumed_config(run_dir: Path, given: DictConfig, overrides: list[str]) -> tu
         raise CheckpointError(f"{run_dir} is not a kgqa run with a checkpoint to resume "
                               f"({RUN_CONFIG}, {last.relative_to(run_dir)})")
     saved, info = read_run_files(run_dir)
+    saved = trusted_config(saved, run_dir / RUN_CONFIG)  # a run folder is data: only the project's own targets
     here = str(run_dir.resolve())
     cfg = OmegaConf.create(moved(saved, str(saved["output_dir"]), here))
     old_root = OmegaConf.select(cfg, "data.root")
@@ -131,6 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume_from = None
     if cfg.resume:
         cfg, resume_from = resumed_config(Path(cfg.resume), cfg, list(HydraConfig.get().overrides.task))
+        check_config(cfg)
     else:
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.output_dir)
