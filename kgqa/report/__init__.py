@@ -144,7 +144,3 @@ def run(args: argparse.Namespace) -> None:
     a, b = (select(found, s, root, args.stage) for s in selectors)
     c = compare(a, b, args.resamples, args.seed)
     print_comparison(*args.compare, c, args.stage, args.resamples, args.seed)
-
-
-if __name__ == "__main__":
-    main()

@@ -52,7 +52,8 @@ def factor_values(evaluations: list[Evaluation]) -> dict[str, list]:
 
 
 def group(evaluations: list[Evaluation]) -> tuple[dict[str, Any], list[Group]]:
-    """(factors constant over all runs, groups in the order first seen)."""
+    """(factors constant over all runs, groups): configurations in the order first seen, and within
+    each the rules in the order first seen over all runs."""
     values = factor_values(evaluations)
     constants = {k: v[0] for k, v in values.items() if len(v) == 1}
     varying = [k for k in values if k not in constants]
@@ -61,7 +62,10 @@ def group(evaluations: list[Evaluation]) -> tuple[dict[str, Any], list[Group]]:
         conf = dict(e.configuration)
         configuration = tuple((k, conf.get(k)) for k in varying)
         groups.setdefault((configuration, e.rule), Group(configuration, e.rule, [])).evaluations.append(e)
-    return constants, list(groups.values())
+    configurations = list(dict.fromkeys(g.configuration for g in groups.values()))
+    rules = list(dict.fromkeys(g.rule for g in groups.values()))
+    order = sorted(groups.values(), key=lambda g: (configurations.index(g.configuration), rules.index(g.rule)))
+    return constants, order
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
