@@ -10,6 +10,7 @@ collect (metrics.json -> evaluations) -> tables (groups, mean ± std) -> signifi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,18 @@ from kgqa.report.plot import plot
 from kgqa.report.significance import Comparison, compare
 from kgqa.report.tables import GroupedTable, find_group
 
+log = logging.getLogger("kgqa.report")
 __all__ = ["METRICS_FILE", "collect", "compare", "report", "select", "write_run_metrics", "SweepSummary", "main"]
 
 
 def parse_selector(text: str) -> dict[str, str]:
-    """"target=spm,rule=none" -> {"target": "spm", "rule": "none"}; a bare path -> {"run": path}."""
-    if "=" not in text:
-        return {"run": text}
-    try:
-        return dict(part.split("=", 1) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{text!r}: write a run folder or key=value[,key=value] (factors, rule, seed, run)") from None
+    """"target=spm,rule=none" -> {"target": "spm", "rule": "none"}; a part without "=" is a run folder:
+    "outputs/x,rule=none" -> {"run": "outputs/x", "rule": "none"}."""
+    return dict(part.split("=", 1) if "=" in part else ("run", part) for part in text.split(","))
+
+
+def selector_text(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items())
 
 
 def select(found: list[Evaluation], selector: dict[str, str], root: Path, stage: str) -> list[Evaluation]:
@@ -50,7 +52,7 @@ def select(found: list[Evaluation], selector: dict[str, str], root: Path, stage:
     kinds = {(e.configuration, e.rule) for e in chosen}
     if len(kinds) != 1:
         options = sorted({f"rule={e.rule}" for e in chosen}) if chosen else ["nothing"]
-        raise ConfigError(f"{selector} selects {len(kinds)} configurations or rules on {stage}, not one "
+        raise ConfigError(f"{selector_text(selector)} selects {len(kinds)} configurations or rules on {stage}, not one "
                           f"({', '.join(options)}): add key=value to narrow it")
     return chosen
 
@@ -61,13 +63,16 @@ def significance_vs(table: GroupedTable, baseline: dict[str, str] | None, resamp
     if baseline is None:
         return {}
     table.baseline = find_group(table.groups, baseline)
-    comparisons = {}
+    comparisons, missing = {}, []
     for g in table.groups:
         if g is not table.baseline and g.stage("test") and table.baseline.stage("test"):
             try:
                 comparisons[id(g)] = compare(g.stage("test"), table.baseline.stage("test"), resamples, seed)
             except FileNotFoundError as e:
-                Console(stderr=True).print(f"kgqa-report: no significance for {g.label}, rule={g.rule}: {e}")
+                missing.append(str(e))
+    if missing:
+        log.warning("no significance for %d row(s) without per-question results (runs from before they were "
+                    "written?), e.g. %s", len(missing), missing[0])
     table.comparisons = comparisons
     return comparisons
 
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path, nargs="?", help="a sweep directory or any folder of runs "
                         "(default: the folder holding both --compare runs, else the current one)")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                        help="two run folders or groups (key=value,...: factors, rule, seed, run)")
+                        help="two runs or groups: key=value,... over factors, rule, seed and run (a bare folder is run=folder)")
     parser.add_argument("--baseline", help="key=value,... picking one row: mark rows whose test EM differs from it")
     parser.add_argument("--stage", default="test", choices=("val", "test"), help="split compared by --compare")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")

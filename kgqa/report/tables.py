@@ -75,6 +75,11 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def shown(value: Any) -> str:
+    """A factor's value; "–" for a run that has no such factor (a run of another sweep or version)."""
+    return "–" if value is None else str(value)
+
+
 def cell(values: list[float], digits: int = 3) -> str:
     mean, std = mean_std(values)
     if mean is None:
@@ -91,7 +96,7 @@ def find_group(groups: list[Group], selector: dict[str, str]) -> Group:
     found = [g for g in groups if matches(g, selector)]
     if len(found) != 1:
         rows = "; ".join(f"{g.label}, rule={g.rule}" for g in groups)
-        raise ConfigError(f"--baseline {selector} matches {len(found)} rows, not one; the rows: {rows}")
+        raise ConfigError(f"--baseline {','.join(f'{k}={v}' for k, v in selector.items())} matches {len(found)} rows, not one; the rows: {rows}")
     return found[0]
 
 
@@ -126,7 +131,7 @@ class GroupedTable:
             if "test" in self.stages and "em" in self.metrics:
                 i = self.stages.index("test") * len(self.metrics) + self.metrics.index("em")
                 cells[i] = self.marked(g, cells[i])
-            rows.append([*(str(v) for _, v in g.configuration), g.rule, str(g.n), *cells])
+            rows.append([*(shown(v) for _, v in g.configuration), g.rule, str(g.n), *cells])
         return rows
 
     def by_rule(self) -> tuple[list[str], list[list[str]]]:
@@ -135,7 +140,7 @@ class GroupedTable:
         cells = {(g.configuration, g.rule): g for g in self.groups}
         rows = []
         for conf in configurations:
-            row = [str(v) for _, v in conf]
+            row = [shown(v) for _, v in conf]
             for rule in self.rules:
                 g = cells.get((conf, rule))
                 text = " / ".join(cell(g.values(s, "em")) for s in self.stages) if g else ""
