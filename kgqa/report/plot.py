@@ -2,6 +2,7 @@
 per epoch, mean and a band (± std) over seeds, one line per configuration (when runs kept a history)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,14 @@ def plot(table: GroupedTable, out: Path) -> Path:
         groups = [cells.get((c, rule)) for c in configurations]
         stats = [mean_std(g.values(stage, "em")) if g else (None, None) for g in groups]
         means = [m if m is not None else np.nan for m, _ in stats]
-        ax.barh(y, means, xerr=[s or 0.0 for _, s in stats], capsize=3, color="tab:blue", alpha=0.8)
-        for yi, m, g in zip(y, means, groups):
+        errors = [s or 0.0 for _, s in stats]
+        ax.barh(y, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.8)
+        for yi, m, err, g in zip(y, means, errors, groups):
             if not np.isnan(m):
                 text = table.marked(g, f"{m:.3f}") if stage == "test" else f"{m:.3f}"
-                ax.text(0.01, yi, text, va="center", color="white", fontsize=8)
+                inside = m + err > 0.6  # a long bar holds its label; a short one has it beyond its error bar
+                ax.text(0.02 if inside else m + err + 0.02, yi, text, va="center", fontsize=8,
+                        color="white" if inside else "black")
         ax.set_title(rule or "(the run's rule)", fontsize=10)
         ax.set_xlim(0, 1.04)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", ".25", ".5", ".75", "1"])
@@ -62,8 +66,8 @@ def plot(table: GroupedTable, out: Path) -> Path:
     axes[0].invert_yaxis()
     title = f"{stage} EM, mean ± std over seeds ({table.constants_line() or 'all factors vary'})"
     if table.baseline is not None:
-        title += f"\n{MARK}: differs from the baseline beyond the 95 % paired bootstrap interval"
-    top.suptitle(title, fontsize=10)
+        title += f"\n{MARK}: test EM differs from the baseline beyond the 95 % paired bootstrap interval"
+    top.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 10), replace_whitespace=False), fontsize=10)
 
     if curves:
         ax = bottom.subplots()
