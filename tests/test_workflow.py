@@ -43,7 +43,9 @@ def test_multirun_sweep_shares_one_wandb_group_and_writes_summary(tmp_path):
     assert {r.name for r in read} == {"target=spm", "target=smp"}
     assert {r.job_type for r in read} == {"target=spm", "target=smp"}  # the configuration without the seed
     assert {r.config["factors"]["target"] for r in read} == {"spm", "smp"}
-    assert all("test/questions" in r.summary and "val/questions" in r.summary for r in read)  # W&B Tables
+    for run, r in zip(runs, read):  # each final evaluation's per-question results, as a W&B Table
+        questions = (run.parents[1] / "questions_test.jsonl").read_text().splitlines()
+        assert r.summary["test/questions/_type"] == "table-file" and r.summary["test/questions/nrows"] == len(questions)
     summary = (sweep / "summary.md").read_text()
     assert "| target | rule | n |" in summary and "| spm | lcs_power | 1 |" in summary and "test/emf1" in summary
     assert "constant: data=toy" in summary and "| backbone |" not in summary  # constant factors: once, above
