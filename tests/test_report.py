@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import runpy
 import statistics
 from pathlib import Path
@@ -163,3 +164,26 @@ def test_results_tables_are_what_kgqa_report_prints_from_the_records(record, tmp
     by_rule = summary[summary.index("EM by decode rule"):].splitlines()[2:]
     results = (experiments / "RESULTS.md").read_text()
     assert len(by_rule) >= 2 and all(line in results for line in by_rule if line.startswith("| "))
+
+
+def test_eval_decodes_join_their_trained_run_and_the_newest_decode_wins(tmp_path):
+    """kgqa-eval of a checkpoint: its rule becomes another row of the same configuration; a rule decoded
+    again (after a change to the rule) replaces the older result."""
+    trained = {"target": "spm", "beam": 3, "lookahead": "none", "seed": 0}
+    write_run_metrics(tmp_path / "train", trained, {"test/em": 0.5, "test/lcs_power/em": 0.6})
+    eval_factors = trained | {"split": "test"}
+    write_run_metrics(tmp_path / "eval-a", eval_factors | {"lookahead": "copy_lcs_bonus"}, {"test/em": 0.8})
+    write_run_metrics(tmp_path / "eval-b", eval_factors | {"lookahead": "lcs_power"}, {"test/em": 0.65})
+    os.utime(tmp_path / "train" / "metrics.json", (1, 1))  # trained long before the decodes
+    found = evaluations(collect(tmp_path))
+    assert {(e.rule, e.metrics["em"]) for e in found} == {("none", 0.5), ("lcs_power", 0.65), ("copy_lcs_bonus", 0.8)}
+    table = report(tmp_path, resamples=10)
+    assert table.factors == [] and table.constants == {"target": "spm", "beam": 3}  # split is not a factor
+    assert [g.rule for g in table.groups] == ["none", "lcs_power", "copy_lcs_bonus"]
+
+
+def test_runs_of_another_sweep_without_a_factor_show_a_dash(tmp_path):
+    write_run_metrics(tmp_path / "a", {"target": "spm", "seed": 0}, {"test/em": 0.5})
+    write_run_metrics(tmp_path / "b", {"target": "spm", "augment": "subject_swap", "seed": 0}, {"test/em": 0.7})
+    table = report(tmp_path, resamples=10)
+    assert table.factors == ["augment"] and [r[:3] for r in table.rows()] == [["–", "", "1"], ["subject_swap", "", "1"]]

@@ -84,10 +84,11 @@ class Evaluation:
 
 
 def evaluations(runs: list[dict]) -> list[Evaluation]:
-    """Each run's evaluations. A model decoded twice with the same rule on the same split (kgqa-eval
-    of a trained run, say) counts once: the newest metrics.json wins."""
-    found: dict[tuple, tuple[float, Evaluation]] = {}
-    for run in runs:
+    """Each run's evaluations, in the order they were written (a model's own rules before later
+    kgqa-eval decodes of it). A model decoded twice with the same rule on the same split counts
+    once: the newest metrics.json wins."""
+    found: dict[tuple, Evaluation] = {}
+    for run in sorted(runs, key=lambda r: r["path"].stat().st_mtime):
         factors = run["factors"]
         configuration = tuple((k, v) for k, v in factors.items() if k not in NOT_CONFIGURATION)
         by_variant: dict[tuple[str, str], dict[str, float]] = {}
@@ -96,19 +97,16 @@ def evaluations(runs: list[dict]) -> list[Evaluation]:
             if stage in STAGES and metric in METRICS and len(tag) <= 1:
                 rule = tag[0] if tag else str(factors.get("lookahead", ""))
                 by_variant.setdefault((rule, stage), {})[metric] = value
-        written = run["path"].stat().st_mtime
         for (rule, stage), metrics in by_variant.items():
             key = f"{stage}/{rule}" if f"{stage}/{rule}/em" in run["metrics"] else stage
             questions = run.get("questions", {}).get(key)
             evaluation = Evaluation(run["dir"], configuration, factors.get("seed"), rule, stage, metrics,
                                     run["path"].parent / questions if questions else None, run.get("history") or [])
             same = (configuration, evaluation.seed, rule, stage)
-            if same in found and found[same][0] > written:
-                continue
             if same in found:
-                log.info("%s decoded again in %s: the newer result is kept", found[same][1].run, run["dir"])
-            found[same] = (written, evaluation)
-    return [e for _, e in found.values()]
+                log.info("%s decoded again in %s: the newer result is kept", found[same].run, run["dir"])
+            found[same] = evaluation
+    return list(found.values())
 
 
 def read_questions(evaluation: Evaluation) -> dict[Any, bool]:
