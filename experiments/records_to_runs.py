@@ -4,10 +4,11 @@
     kgqa-report /tmp/grid
 
 The records keep each run's metrics under "runs", named "<backbone>-<target>-seed<k>" or
-"<target>-seed<k>", and the settings shared by all runs at the top. Each run becomes <out>/<name>/
-metrics.json (numbered in the record's order) with those settings and the ones in its name as factors; metrics without a rule in their
-name were decoded with the rule the runs were trained with (--trained-rule, "none" in
-experiment=article_ablation). The records hold no per-question results, so no significance.
+"<target>-seed<k>", and the settings shared by all runs at the top. Each run becomes
+<out>/<number>-<name>/metrics.json (numbered in the record's order) with those settings and the ones
+in its name as factors; metrics without a rule in their name were decoded with the rule the runs were
+trained with (--trained-rule, "none" in experiment=article_ablation). The records hold no
+per-question results, so no significance.
 """
 from __future__ import annotations
 

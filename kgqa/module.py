@@ -94,8 +94,8 @@ class KgqaModule(L.LightningModule):
                                for e, a in zip(examples, answers) if a.triple != e.triple]
         correct = [bool(exact_match(a.triple.obj, e.triple.obj)) for e, a in zip(examples, answers)]
         self.scored += [(a.confidence, ok) for a, ok in zip(answers, correct)]
-        self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}", ok, round(a.confidence, 4)]
-                               for e, a, ok in zip(examples, answers, correct)]
+        self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}", ok,
+                                round(a.confidence, 4)] for e, a, ok in zip(examples, answers, correct)]
 
     def _log_epoch(self, stage: str) -> None:
         prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
@@ -103,7 +103,8 @@ class KgqaModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name.endswith("/em"))
         self.metrics[stage].reset()
-        rows, scored, questions = self._gather(self.wrong_answers), self._gather(self.scored), self._gather(self.question_rows)
+        rows, scored = self._gather(self.wrong_answers), self._gather(self.scored)
+        questions = self._gather(self.question_rows)
         self.wrong_answers, self.scored, self.question_rows = [], [], []
         if scored:  # gathered on every rank, so every rank logs the same value
             confidence, correct = np.array(scored, dtype=float).T

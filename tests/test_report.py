@@ -2,7 +2,6 @@
 paired bootstrap against a direct computation, McNemar by hand, robustness to what real folders hold."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -43,7 +42,8 @@ def write_run(run_dir: Path, target: str, seed: int) -> dict[str, list[bool]]:
                               for i, ok in enumerate(correct)]
             truth[f"{stage}/{rule}"] = correct
     history = [{"epoch": e, "val/em": (e + 1) / 4 * metrics["val/em"]} for e in range(3)]
-    write_run_metrics(run_dir, factors, metrics, questions=questions, name=f"target={target},seed={seed}", history=history)
+    write_run_metrics(run_dir, factors, metrics, questions=questions, name=f"target={target},seed={seed}",
+                      history=history)
     return truth
 
 
@@ -186,4 +186,5 @@ def test_runs_of_another_sweep_without_a_factor_show_a_dash(tmp_path):
     write_run_metrics(tmp_path / "a", {"target": "spm", "seed": 0}, {"test/em": 0.5})
     write_run_metrics(tmp_path / "b", {"target": "spm", "augment": "subject_swap", "seed": 0}, {"test/em": 0.7})
     table = report(tmp_path, resamples=10)
-    assert table.factors == ["augment"] and [r[:3] for r in table.rows()] == [["–", "", "1"], ["subject_swap", "", "1"]]
+    assert table.factors == ["augment"]
+    assert [r[:3] for r in table.rows()] == [["–", "", "1"], ["subject_swap", "", "1"]]

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path, nargs="?", help="a sweep directory or any folder of runs "
                         "(default: the folder holding both --compare runs, else the current one)")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                        help="two runs or groups: key=value,... over factors, rule, seed and run (a bare folder is run=folder)")
+                        help="two runs or groups: key=value,... over factors, rule, seed and run "
+                             "(a bare folder is run=folder)")
     parser.add_argument("--baseline", help="key=value,... picking one row: mark rows whose test EM differs from it")
     parser.add_argument("--stage", default="test", choices=("val", "test"), help="split compared by --compare")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")

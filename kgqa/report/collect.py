@@ -62,7 +62,8 @@ def collect(root: Path) -> list[dict]:
             run["dir"] = str(path.parent.relative_to(root)) or "."
             run["path"] = path
             runs.append(run)
-    unfinished = sorted(str(p.parent.relative_to(root)) for p in root.rglob(".hydra") if not (p.parent / METRICS_FILE).exists())
+    unfinished = sorted(str(p.parent.relative_to(root)) for p in root.rglob(".hydra")
+                        if not (p.parent / METRICS_FILE).exists())
     if unfinished:
         log.warning("%d run(s) without %s (still training, or failed) left out: %s", len(unfinished), METRICS_FILE,
                     ", ".join(unfinished))
@@ -112,7 +113,8 @@ def evaluations(runs: list[dict]) -> list[Evaluation]:
 def read_questions(evaluation: Evaluation) -> dict[Any, bool]:
     """Question id -> correct, from the evaluation's per-question file."""
     if evaluation.questions is None:
-        raise FileNotFoundError(f"{evaluation.run} has no per-question results for {evaluation.stage}/{evaluation.rule}")
+        raise FileNotFoundError(f"{evaluation.run} has no per-question results for "
+                                f"{evaluation.stage}/{evaluation.rule}")
     correct = {}
     for lineno, line in enumerate(evaluation.questions.read_text(encoding="utf-8").splitlines(), 1):
         try:

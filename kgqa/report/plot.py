@@ -77,7 +77,8 @@ def plot(table: GroupedTable, out: Path) -> Path:
             line, = ax.plot(epochs, mean, marker="o", label=f"{labels[c]} (n={runs})")
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(title="val EM per epoch, mean and ± std band over seeds", xlabel="epoch", ylabel="val EM (the run's rule)")
+        ax.set(title="val EM per epoch, mean and ± std band over seeds", xlabel="epoch",
+               ylabel="val EM (the run's rule)")
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

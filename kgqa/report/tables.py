@@ -96,7 +96,8 @@ def find_group(groups: list[Group], selector: dict[str, str]) -> Group:
     found = [g for g in groups if matches(g, selector)]
     if len(found) != 1:
         rows = "; ".join(f"{g.label}, rule={g.rule}" for g in groups)
-        raise ConfigError(f"--baseline {','.join(f'{k}={v}' for k, v in selector.items())} matches {len(found)} rows, not one; the rows: {rows}")
+        wanted = ",".join(f"{k}={v}" for k, v in selector.items())
+        raise ConfigError(f"--baseline {wanted} matches {len(found)} rows, not one; the rows: {rows}")
     return found[0]
 
 
