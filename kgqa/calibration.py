@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kgqa.files import atomic_output, write_text
+
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -42,7 +44,7 @@ def write_calibration(scored: list[tuple[float, bool]], path: Path) -> dict:
     correct = np.array([ok for _, ok in scored], dtype=float)
     report = {"n": len(scored), "ece": expected_calibration_error(confidence, correct),
               "bins": reliability(confidence, correct), "coverage": coverage_table(confidence, correct)}
-    path.write_text(json.dumps(report, indent=1))
+    write_text(path, json.dumps(report, indent=1))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,6 +56,7 @@ def write_calibration(scored: list[tuple[float, bool]], path: Path) -> dict:
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"ECE {report['ece']:.3f} (n={len(scored)})")
     ax.legend()
-    fig.savefig(path.with_suffix(".png"), dpi=100)
+    with atomic_output(path.with_suffix(".png"), "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return report

@@ -15,10 +15,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from kgqa.answerer import Answerer
 from kgqa.calibration import expected_calibration_error, write_calibration
+from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
 from kgqa.model import UniLM, build_backbone
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
+QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons
 
 
 class KgqaModule(L.LightningModule):
@@ -34,6 +36,8 @@ class KgqaModule(L.LightningModule):
         self.answerer: Answerer | None = None
         self.wrong_answers: list[list[Any]] = []
         self.scored: list[tuple[float, bool]] = []  # (confidence, object correct) per question, for calibration
+        self.question_rows: list[list[Any]] = []  # QUESTION_COLUMNS per question of the running evaluation
+        self.question_results: dict[str, list[dict]] = {}  # "test/<tag>" -> its last evaluation's rows (rank 0)
         self.lookahead_cfg = lookahead  # the rule decoding uses; ablations swap it after training
         self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
         self.val_history: list[dict[str, float]] = []  # per-epoch val metrics, for reports
@@ -97,7 +101,10 @@ class KgqaModule(L.LightningModule):
         self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
         self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4)]
                                for e, a in zip(examples, answers) if a.triple != e.triple]
-        self.scored += [(a.confidence, bool(exact_match(a.triple.obj, e.triple.obj))) for e, a in zip(examples, answers)]
+        correct = [bool(exact_match(a.triple.obj, e.triple.obj)) for e, a in zip(examples, answers)]
+        self.scored += [(a.confidence, ok) for a, ok in zip(answers, correct)]
+        self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}", ok,
+                                round(a.confidence, 4)] for e, a, ok in zip(examples, answers, correct)]
 
     def _log_epoch(self, stage: str) -> None:
         prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
@@ -106,7 +113,8 @@ class KgqaModule(L.LightningModule):
             self.log(name, value, prog_bar=name.endswith("/em"))
         self.metrics[stage].reset()
         rows, scored = self._gather(self.wrong_answers), self._gather(self.scored)
-        self.wrong_answers, self.scored = [], []
+        questions = self._gather(self.question_rows)
+        self.wrong_answers, self.scored, self.question_rows = [], [], []
         if scored:  # gathered on every rank, so every rank logs the same value
             confidence, correct = np.array(scored, dtype=float).T
             self.log(f"{prefix}ece", expected_calibration_error(confidence, correct))
@@ -115,14 +123,18 @@ class KgqaModule(L.LightningModule):
             return
         if stage == "val" and self.trainer.state.fn == "fit":
             self.val_history.append({"epoch": self.current_epoch, **{k: float(v) for k, v in metrics.items()}})
+        final = self.trainer.state.fn != "fit"  # a validate/test call, not a val epoch of training
+        if final:  # written beside metrics.json by the entry point (kgqa.report.write_run_metrics)
+            self.question_results[prefix.strip("/")] = [dict(zip(QUESTION_COLUMNS, q)) for q in questions]
         tag = prefix.strip("/").replace("/", "_")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{prefix}wrong_answers", columns=WRONG_ANSWER_COLUMNS, data=rows)
+                if final:
+                    logger.log_table(key=f"{prefix}questions", columns=QUESTION_COLUMNS, data=questions)
         if log_dir:
-            path = Path(log_dir) / f"wrong_answers_{tag}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(dict(zip(WRONG_ANSWER_COLUMNS, r)), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            write_text(Path(log_dir) / f"wrong_answers_{tag}.jsonl",
+                       "".join(json.dumps(dict(zip(WRONG_ANSWER_COLUMNS, r)), ensure_ascii=False) + "\n" for r in rows))
             if stage == "test" and scored:
                 write_calibration(scored, Path(log_dir) / f"calibration_{tag}.json")
 

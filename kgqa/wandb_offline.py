@@ -22,6 +22,7 @@ class OfflineRun:
     id: str = ""
     name: str = ""
     group: str = ""
+    job_type: str = ""
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -56,7 +57,7 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     for r in _records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.id, run.name, run.group = r.run.run_id, r.run.display_name, r.run.run_group
+            run.id, run.name, run.group, run.job_type = r.run.run_id, r.run.display_name, r.run.run_group, r.run.job_type
             run.config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
         elif kind == "config":
             run.config.update({i.key: json.loads(i.value_json) for i in r.config.update})

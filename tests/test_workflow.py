@@ -41,9 +41,14 @@ def test_multirun_sweep_shares_one_wandb_group_and_writes_summary(tmp_path):
     read = [read_offline_run(r) for r in runs]
     assert read[0].group == read[1].group and "sweep" in read[0].group
     assert {r.name for r in read} == {"target=spm", "target=smp"}
+    assert {r.job_type for r in read} == {"target=spm", "target=smp"}  # the configuration without the seed
     assert {r.config["factors"]["target"] for r in read} == {"spm", "smp"}
+    for run, r in zip(runs, read):  # each final evaluation's per-question results, as a W&B Table
+        questions = (run.parents[1] / "questions_test.jsonl").read_text().splitlines()
+        assert r.summary["test/questions/_type"] == "table-file" and r.summary["test/questions/nrows"] == len(questions)
     summary = (sweep / "summary.md").read_text()
-    assert "target=spm" in summary and "target=smp" in summary and "test/emf1" in summary
+    assert "| target | rule | n |" in summary and "| spm | lcs_power | 1 |" in summary and "test/emf1" in summary
+    assert "constant: data=toy" in summary and "| backbone |" not in summary  # constant factors: once, above
     assert len((sweep / "summary.csv").read_text().splitlines()) == 3
 
 
@@ -55,7 +60,9 @@ def test_decode_only_sweep_needs_no_retraining(trained_toy, tmp_path):
     assert len(runs) == 4 and {(r["factors"]["lookahead"], r["factors"]["beam"]) for r in runs} == {
         ("none", 1), ("none", 3), ("lcs_power", 1), ("lcs_power", 3)}
     assert all(r["factors"]["target"] == "spm" for r in runs)  # the trained run's factors come along
-    assert "lookahead=none,decode.beam=1" in (sweep / "summary.md").read_text()
+    summary = (sweep / "summary.md").read_text()
+    assert "| beam | rule | n |" in summary and "| 1 | none | 1 |" in summary and "| 3 | lcs_power | 1 |" in summary
+    assert "| beam | none | lcs_power |" in summary  # the rules side by side
 
 
 def test_ddp_cpu_evaluation_equals_single_process(trained_toy, tmp_path):
@@ -67,6 +74,8 @@ def test_ddp_cpu_evaluation_equals_single_process(trained_toy, tmp_path):
     wrong = [p.read_text() for p in (tmp_path / "one").rglob("wrong_answers_val.jsonl")]
     wrong2 = [p.read_text() for p in (tmp_path / "two").rglob("wrong_answers_val.jsonl")]
     assert sorted(wrong[0].splitlines()) == sorted(wrong2[0].splitlines())  # gathered from both ranks, no duplicates
+    questions = [sorted((tmp_path / d / "questions_val.jsonl").read_text().splitlines()) for d in ("one", "two")]
+    assert questions[0] == questions[1] and len(questions[0]) == len({json.loads(q)["id"] for q in questions[0]})
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
@@ -140,10 +149,15 @@ def test_optuna_search_runs_trials_and_reports(tmp_path):
     assert (sweep / "optimization_results.yaml").is_file()
 
 
-def test_report_writes_table_and_chart(trained_toy, tmp_path):
-    rows = report(trained_toy.parent)
-    assert len(rows) == 1 and rows[0]["test/emf1"] is not None
+def test_report_writes_table_and_chart_and_per_question_results(trained_toy, tmp_path):
+    table = report(trained_toy.parent)
+    assert len(table.groups) == 1 and table.groups[0].values("test", "emf1")
     assert (trained_toy.parent / "report.png").stat().st_size > 1000
+    run = json.loads((trained_toy / "metrics.json").read_text())
+    for key, name in run["questions"].items():  # every evaluation's questions, beside its metrics
+        rows = [json.loads(line) for line in (trained_toy / name).read_text().splitlines()]
+        assert {"id", "predicted", "correct", "confidence"} <= rows[0].keys()
+        assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(run["metrics"][f"{key}/em"], abs=1e-6)
 
 
 def test_article_ablation_decodes_each_model_with_every_rule():

@@ -28,12 +28,14 @@ def swept_keys() -> set[str]:
     return from_cli | set(HydraConfig.get().sweeper.get("params") or {})
 
 
-def override_name(default: str) -> str:
-    """A multirun job is named after the values it sweeps (e.g. "target=smp,seed=1"); a single run keeps `default`."""
+def override_name(default: str, exclude: str = "") -> str:
+    """A multirun job is named after the values it sweeps (e.g. "target=smp,seed=1"), leaving out the
+    keys in `exclude` (e.g. "seed": the configuration that seeds repeat, W&B's job_type); a single
+    run, or a job whose swept keys are all excluded, is `default`."""
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return default
-    keys = swept_keys()
+    keys = swept_keys() - set(exclude.split())
     swept = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") in keys]
     return ",".join(swept).replace("/", "_") or default
 

@@ -17,7 +17,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (result,) = run(module, dm)
     metrics = {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
     if trainer.is_global_zero:
-        write_run_metrics(Path(cfg.output_dir), cfg.factors, metrics, name=cfg.run_name, checkpoint=str(cfg.ckpt))
+        write_run_metrics(Path(cfg.output_dir), cfg.factors, metrics, questions=module.question_results,
+                          name=cfg.run_name, checkpoint=str(cfg.ckpt))
     finish_loggers(trainer)
     print_metrics(metrics)
     return metrics

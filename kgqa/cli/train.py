@@ -156,8 +156,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True)
             metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
     if trainer.is_global_zero:
-        write_run_metrics(run_dir, cfg.get("factors", {}), metrics, name=cfg.run_name, history=module.val_history,
-                          checkpoint=best)
+        write_run_metrics(run_dir, cfg.get("factors", {}), metrics, questions=module.question_results,
+                          name=cfg.run_name, history=module.val_history, checkpoint=best)
     finish_loggers(trainer)
     print_metrics(metrics)
     return metrics
