@@ -317,8 +317,8 @@ class KbFolder:
 
     def check_new_keys(self, before: KnowledgeBase, after: KnowledgeBase, order: str, triples_file: Path) -> None:
         """A DataError naming the line of `triples_file` with a key new in `after` that is too long for
-        the `order` trie, or that encodes (under vocab.json) like another key of the KB."""
-        tokenizer, base, n_base = self.saved_tokenizer, self.loaded.tries[order], len(self.base)
+        the `order` trie, or that encodes (under vocab.json) like another added key."""
+        tokenizer, n_base = self.saved_tokenizer, len(self.base)
         live = after.live_mask()
         encodings = {tuple(encode_key(tokenizer, after.keys[i], order)): i  # the keys added before, still live
                      for i in (np.flatnonzero(live[n_base : len(before)]) + n_base).tolist()}
@@ -327,10 +327,7 @@ class KbFolder:
             tokens = encode_key(tokenizer, key, order)
             if len(tokens) > MAX_LENGTH:
                 raise DataError(f"{where(key, triples_file)}: {KeyTooLong(key, len(tokens), order)}")
-            other = encodings.setdefault(tuple(tokens), i)
-            state = base.walk(tokens)
-            if other == i and state >= 0 and base.is_leaf(np.array([state]))[0]:
-                other = int(base.values_under(state)[0])
+            other = encodings.setdefault(tuple(tokens), i)  # (a base key has no [UNK]: vocab.json is made from them)
             if other != i:
                 other_key = after.keys[other]
                 raise DataError(f"{where(key, triples_file)}: the key {show(key)} encodes like the key {show(other_key)} "
