@@ -280,7 +280,7 @@ class Trie(KeyTrie):
         """A trie saved with `save`, memory-mapped by default; a DataError naming the file that is
         missing, truncated or does not fit the others."""
         folder = Path(folder)
-        header = read_header(folder, META, FORMAT, "kgqa trie", REBUILD)
+        header = read_header(folder, META, FORMAT, [f"{name}.npy" for name in ARRAYS], "kgqa trie", REBUILD)
         trie = cls(*(load_array(folder / f"{name}.npy", REBUILD, mmap) for name in ARRAYS))
         keys, internal = header.get("keys"), header.get("internal_nodes")
         if not isinstance(keys, int) or not isinstance(internal, int) or keys < 0 or internal < 2:

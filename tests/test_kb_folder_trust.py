@@ -242,11 +242,13 @@ def test_a_damaged_file_is_named(pristine, tmp_path, file, damage):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(file=st.sampled_from(FILES), data=st.binary(max_size=300), keep=st.integers(0, 400))
-def test_any_bytes_in_any_file_give_a_working_folder_or_a_named_error(pristine, tmp_path_factory, file, data, keep):
-    """The file's first `keep` bytes, then arbitrary ones."""
-    tmp = tmp_path_factory.mktemp("damaged")
-    outcome(load_damaged(pristine, tmp, file, (pristine / file).read_bytes()[:keep] + data), file)
+@given(file=st.sampled_from(FILES), data=st.binary(max_size=300), keep=st.integers(0, 400), in_place=st.booleans())
+def test_any_bytes_in_any_file_give_a_working_folder_or_a_named_error(pristine, tmp_path_factory, file, data, keep,
+                                                                     in_place):
+    """The file's first `keep` bytes, then arbitrary ones, then (in place) the rest of the file."""
+    original = (pristine / file).read_bytes()
+    damaged = original[:keep] + data + (original[keep + len(data) :] if in_place else b"")
+    outcome(load_damaged(pristine, tmp_path_factory.mktemp("damaged"), file, damaged), file)
 
 
 def test_the_undamaged_folder_works(pristine):

@@ -23,6 +23,7 @@ FIELDS = ("subject", "predicate", "meaning")
 FORMAT = "kgqa-kb-v2"  # v2: kb.json lists each file's size
 ARRAYS = ("columns", "key_objects", "object_offsets")
 META, TABLES, OBJECTS = "kb.json", "tables.json", "objects.txt"
+FILES = [f"{name}.npy" for name in ARRAYS] + [OBJECTS, TABLES]
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class KnowledgeBase:
         """A KB saved with `save`; the key columns are memory-mapped. A DataError names the file that
         is missing, damaged or does not fit the others."""
         folder = Path(folder)
-        meta = read_header(folder, META, FORMAT, "kgqa KB", REBUILD)
+        meta = read_header(folder, META, FORMAT, FILES, "kgqa KB", REBUILD)
         kb = cls.__new__(cls)
         tables = read_json(folder / TABLES, REBUILD)
         if not (isinstance(tables, dict) and all(isinstance(tables.get(f), list) for f in FIELDS)
