@@ -267,7 +267,8 @@ class KbFolder:
         encode = lambda i: encode_key(tokenizer, kb.keys[i], order)  # noqa: E731
         if not holds_keys(base, n_base, encode):
             raise DataError(f"{saved} does not hold the keys of {self.path / KNOWLEDGE} under {self.path / VOCAB} "
-                            f"(changed or damaged since it was written): rebuild it (kgqa-kb action=merge kb_dir={self.path})")
+                            f"(changed or damaged since it was written): rebuild it "
+                            f"(kgqa-kb action=merge kb_dir={self.path})")
         live = kb.live_mask()
         added, deleted = (np.flatnonzero(live[n_base:]) + n_base).tolist(), np.flatnonzero(~live[:n_base]).tolist()
         if not added and not deleted:

@@ -12,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import ROOT, run_cli
+from kgqa.data.kb import FILES as KB_FILES
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError, KgqaError
 from kgqa.kbfolder import CHANGES, KNOWLEDGE, KbFolder
+from kgqa.trie import ARRAYS as TRIE_ARRAYS
 from kgqa.trie import MAX_LENGTH
 
 CHARS = "甲乙丙丁戊己庚辛壬癸"
@@ -129,7 +131,8 @@ def test_kgqa_kb_add_while_a_merge_runs(tmp_path):
     rows = write_tsv(tmp_path / "add.tsv", [(t.key.full_subject, t.key.predicate, t.obj)])
     cmd = [sys.executable, "-m", "kgqa.cli.kb", f"kb_dir={path}"]
     merge = subprocess.Popen(cmd + ["action=merge"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    add = subprocess.Popen(cmd + ["action=add", f"triples={rows}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    add = subprocess.Popen(cmd + ["action=add", f"triples={rows}"], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
     assert add.wait(120) == 0 and merge.wait(120) == 0
     assert t in kb_triples(path)
 
@@ -144,13 +147,15 @@ def test_out_over_its_own_input_is_refused_before_any_work(tmp_path):
     original = knowledge.read_bytes()
     for kb in ([f"kb=file", f"kb.path={knowledge}", "data.on_bad_line=skip"], ["kb=folder", f"kb.path={path}"]):
         proc = run_cli("kb", *kb, f"out={path}", check=False)
-        assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(f"kgqa: out={path} would overwrite")
+        last_line = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 1 and last_line.startswith(f"kgqa: out={path} would overwrite")
         assert "Traceback" not in proc.stderr
     assert knowledge.read_bytes() == original
 
 
 def long_key_kb(tmp_path: Path) -> tuple[Path, KnowledgeBase]:
-    knowledge = write_tsv(tmp_path / "long.txt", [("甲", "乙", "一"), ("丙" * (MAX_LENGTH + 1), "丁", "二"), ("戊", "己", "三")])
+    rows = [("甲", "乙", "一"), ("丙" * (MAX_LENGTH + 1), "丁", "二"), ("戊", "己", "三")]
+    knowledge = write_tsv(tmp_path / "long.txt", rows)
     return knowledge, KnowledgeBase(read_knowledge(knowledge))
 
 
@@ -205,10 +210,8 @@ def pristine(tmp_path_factory) -> Path:
     return folder.path
 
 
-FILES = [KNOWLEDGE, "vocab.json", CHANGES] + [f"kb/{f}" for f in ("kb.json", "tables.json", "objects.txt", "columns.npy",
-                                                                   "key_objects.npy", "object_offsets.npy")] + \
-        [f"trie-spm/{f}" for f in ("trie.json", "tokens.npy", "offsets.npy", "row_value.npy", "depth.npy", "key_lo.npy",
-                                   "key_hi.npy", "child_lo.npy", "child.npy", "child_token.npy")]
+FILES = ([KNOWLEDGE, "vocab.json", CHANGES] + [f"kb/{f}" for f in ("kb.json", *KB_FILES)]
+         + [f"trie-spm/{f}" for f in ("trie.json", *(f"{name}.npy" for name in TRIE_ARRAYS))])
 # files whose damage may leave a working folder: a change log cut at a line end, a header the columns
 # are then not used without (Knowledge.txt is read instead)
 MAY_STILL_WORK = {CHANGES, "kb/kb.json"}
@@ -252,6 +255,9 @@ def test_any_bytes_in_any_file_give_a_working_folder_or_a_named_error(pristine, 
 
 
 def test_the_undamaged_folder_works(pristine):
+    """... and FILES is every file it has (the lock file aside)."""
+    assert sorted(str(p.relative_to(pristine)) for p in pristine.rglob("*") if p.is_file() and p.name != ".lock") == \
+        sorted(FILES)
     assert outcome(pristine, KNOWLEDGE) == "works"
     assert isinstance(KbFolder(pristine).base.columns.base, np.memmap)
 

@@ -14,7 +14,8 @@ from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
 from kgqa.kbfolder import KNOWLEDGE, KbFolder
 
-NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)", "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)"}
+NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)",
+         "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)"}
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
