@@ -145,8 +145,9 @@ def test_out_over_its_own_input_is_refused_before_any_work(tmp_path):
     with open(knowledge, "a", encoding="utf-8") as f:
         f.write("bad line\n")  # skipped with on_bad_line=skip, and dropped by a rewrite
     original = knowledge.read_bytes()
-    for kb in ([f"kb=file", f"kb.path={knowledge}", "data.on_bad_line=skip"], ["kb=folder", f"kb.path={path}"]):
-        proc = run_cli("kb", *kb, f"out={path}", check=False)
+    for inputs in (["kb=file", f"kb.path={knowledge}", "data.on_bad_line=skip"], ["kb=folder", f"kb.path={path}"],
+                   ["data=kgclue", f"data.root={path}"]):  # the QA files would be DIR/train.json ...
+        proc = run_cli("kb", *inputs, f"out={path}", check=False)
         last_line = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and last_line.startswith(f"kgqa: out={path} would overwrite")
         assert "Traceback" not in proc.stderr
@@ -157,6 +158,13 @@ def long_key_kb(tmp_path: Path) -> tuple[Path, KnowledgeBase]:
     rows = [("甲", "乙", "一"), ("丙" * (MAX_LENGTH + 1), "丁", "二"), ("戊", "己", "三")]
     knowledge = write_tsv(tmp_path / "long.txt", rows)
     return knowledge, KnowledgeBase(read_knowledge(knowledge))
+
+
+def test_kgqa_kb_names_the_line_of_a_key_too_long(tmp_path):
+    knowledge, _ = long_key_kb(tmp_path)
+    proc = run_cli("kb", "kb=file", f"kb.path={knowledge}", f"out={tmp_path / 'out'}", check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"kgqa: {knowledge}:2: the key '丙丙丙")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_key_too_long_for_the_trie_names_its_line_and_writes_nothing(tmp_path):
