@@ -25,7 +25,7 @@ import numpy as np
 from kgqa.errors import DataError
 from kgqa.saved import REBUILD, load_array, read_header, write_header
 
-FORMAT = "kgqa-trie-v3"  # v3: trie.json lists each file's size
+FORMAT = "kgqa-trie-v3"  # v3: trie.json lists each file's size and CRC-32
 META = "trie.json"
 ARRAYS = ("tokens", "offsets", "row_value", "depth", "key_lo", "key_hi", "child_lo", "child", "child_token")
 DEPTH_BITS = 12
@@ -268,7 +268,7 @@ class Trie(KeyTrie):
 
     # --- files -----------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
-        """The arrays as .npy files and trie.json (format, counts, file sizes), written last."""
+        """The arrays as .npy files and trie.json (format, counts, each file's size and CRC-32), written last."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
@@ -278,7 +278,7 @@ class Trie(KeyTrie):
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> "Trie":
         """A trie saved with `save`, memory-mapped by default; a DataError naming the file that is
-        missing, truncated or does not fit the others."""
+        missing, changed since it was saved or does not fit the others."""
         folder = Path(folder)
         header = read_header(folder, META, FORMAT, [f"{name}.npy" for name in ARRAYS], "kgqa trie", REBUILD)
         trie = cls(*(load_array(folder / f"{name}.npy", REBUILD, mmap) for name in ARRAYS))

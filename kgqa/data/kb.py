@@ -20,7 +20,7 @@ from kgqa.errors import DataError
 from kgqa.saved import REBUILD, load_array, read_header, read_json, write_header
 
 FIELDS = ("subject", "predicate", "meaning")
-FORMAT = "kgqa-kb-v2"  # v2: kb.json lists each file's size
+FORMAT = "kgqa-kb-v2"  # v2: kb.json lists each file's size and CRC-32
 ARRAYS = ("columns", "key_objects", "object_offsets")
 META, TABLES, OBJECTS = "kb.json", "tables.json", "objects.txt"
 FILES = [f"{name}.npy" for name in ARRAYS] + [OBJECTS, TABLES]
@@ -100,7 +100,7 @@ class KnowledgeBase:
     def save(self, folder: str | Path, source: dict | None = None) -> None:
         """The columns as .npy arrays, the string tables as JSON, the objects as one UTF-8 text; `source`
         (e.g. the size and time of the Knowledge.txt they were read from) is kept in the small kb.json,
-        with every file's size (kgqa/saved.py). Written into a fresh folder, which the caller swaps in."""
+        with every file's size and CRC-32 (kgqa/saved.py). Written into a fresh folder, which the caller swaps in."""
         if self.added or self.changed:
             raise ValueError("only a KB without changes is saved as columns (merge the changes first)")
         folder = Path(folder)
