@@ -8,44 +8,61 @@
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
                         add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O]
+    DIR/.lock           the folder's lock (see below)
 
 Loading replays the changes on the base KB (new keys get new ids after the base ones) and puts
 an overlay of the changed keys over each saved trie, so a change needs no retraining and no
 rebuild, and the next decode sees it. `merge` folds the changes into Knowledge.txt and the tries.
 As a KB source (`kb=folder kb.path=DIR`), `build` gives the KB and `keyspace` the saved trie.
+
+One writer at a time, and no reader sees half a change: every read-modify-write (build, add,
+delete, merge) holds the folder's lock throughout, and loading holds it while it reads the base
+KB, the changes, the vocabulary and every trie together. Readers hold it only that long: the
+arrays are memory-mapped, and a map stays valid after a merge swaps the files (the old ones live
+on until unmapped). Every file is written aside and renamed (kgqa/files.py), every key checked
+against the tries before the first file is written, and a damaged file is a DataError naming it.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import random
 import shutil
+import tempfile
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import LineReader, read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
 from kgqa.data.triples import Key, Triple, split_subject
-from kgqa.errors import DataError
-from kgqa.keyspace import KeySpace
-from kgqa.trie import OverlayTrie, Trie
+from kgqa.errors import ConfigError, DataError
+from kgqa.files import atomic_output, write_bytes
+from kgqa.keyspace import KeySpace, KeyTooLong, show
+from kgqa.saved import REBUILD
+from kgqa.trie import MAX_LENGTH, OverlayTrie, Trie
 
 log = logging.getLogger(__name__)
-KNOWLEDGE, VOCAB, CHANGES, COLUMNS = "Knowledge.txt", "vocab.json", "changes.tsv", "kb"
+KNOWLEDGE, VOCAB, CHANGES, COLUMNS, LOCK = "Knowledge.txt", "vocab.json", "changes.tsv", "kb", ".lock"
 OPS = ("add", "delete")
+REWRITE = ("write the folder again: kgqa-kb kb=file kb.path=DIR/Knowledge.txt out=NEWDIR (after action=merge, "
+           "which keeps changes.tsv), or from the KB's source")
 
 
-def write_knowledge(path: Path, triples: Iterable[Triple]) -> None:
-    """Knowledge.txt, written next to its place and renamed: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t in triples:
-            f.write(f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n")
-    os.replace(tmp, path)
+def knowledge_line(t: Triple) -> str:
+    return f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n"
+
+
+def as_read_back(triples: Iterable[Triple]) -> KnowledgeBase:
+    """The KB that Knowledge.txt written from `triples` will read as (subjects split, objects normalised
+    as read_knowledge does), built before the file is written: its ids are the ids the tries store."""
+    return KnowledgeBase(Triple.parse(*knowledge_line(t).rstrip("\n").split("\t")) for t in triples)
 
 
 CHANGE_FIELDS = {"add": (3,), "delete": (2, 3)}  # S（M） TAB P TAB O; a delete may leave out O (every object)
@@ -82,71 +99,152 @@ def format_change(c: Change) -> str:
     return "\t".join([c.op, c.key.full_subject, c.key.predicate] + ([c.obj] if c.obj is not None else [])) + "\n"
 
 
+def line_of(path: Path, key: Key) -> int | None:
+    """The first line with this key of a triples file (S（M） TAB P TAB O) or a change log (the same
+    after the op): for messages about a key. None if no line has it, or the file is unreadable."""
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+            for lineno, line in enumerate(f, 1):
+                fields = line.split("\t")
+                fields = fields[1:] if path.name == CHANGES else fields
+                if len(fields) >= 2 and Triple.parse(fields[0], fields[1], "").key == key:
+                    return lineno
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def where(key: Key, *paths: Path | None) -> str:
+    """`path:line` of the first of `paths` with a line of this key; else the first path, or "the KB"."""
+    for path in filter(None, paths):
+        line = line_of(path, key)
+        if line:
+            return f"{path}:{line}"
+    return str(next(filter(None, paths), "the KB"))
+
+
+def folder_lock(path: Path) -> FileLock:
+    """The folder's lock: flock on DIR/.lock, one instance per folder and process, so taking it again
+    in the same thread nests instead of waiting on itself. Readers take it too (a plain lock, not a
+    shared one: they hold it only while they map the files). The lock file is never removed, so two
+    processes can never lock two different files of one name."""
+    return FileLock(path.resolve() / LOCK, is_singleton=True, preserve_lock_file=True)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What one load read of a folder, all of it under the lock: one state of the folder."""
+
+    tokenizer: CharTokenizer
+    base: KnowledgeBase
+    kb: KnowledgeBase
+    tries: dict[str, Trie]
+
+
 class KbFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / KNOWLEDGE).is_file() or not (self.path / VOCAB).is_file():
-            raise FileNotFoundError(f"{self.path}: not a KB folder (no {KNOWLEDGE} and {VOCAB}; write one with kgqa-kb out=DIR)")
+            raise DataError(f"{self.path}: not a KB folder (no {KNOWLEDGE} and {VOCAB}); write one with kgqa-kb out=DIR")
+
+    @property
+    def lock(self) -> FileLock:
+        return folder_lock(self.path)
 
     @classmethod
-    def create(cls, path: str | Path, kb: KnowledgeBase, tokenizer: CharTokenizer, orders: Sequence[str]) -> "KbFolder":
-        """Write a KB, its vocabulary and its tries; the tries' values are the ids of the KB as read back."""
+    def create(cls, path: str | Path, kb: KnowledgeBase, tokenizer: CharTokenizer, orders: Sequence[str],
+               source: Path | None = None) -> "KbFolder":
+        """Write a KB, its vocabulary and its tries; the tries' values are the ids of the KB as read back.
+        Every key is checked before the first file is written; `source` (the file the KB was read
+        from) is named with the line of a key that cannot be written."""
         path = Path(path)
+        base = as_read_back(kb.triples())
+        tries = tries_of(base, tokenizer, orders, source)
         path.mkdir(parents=True, exist_ok=True)
-        write_knowledge(path / KNOWLEDGE, kb.triples())
-        tokenizer.save(path / VOCAB)
-        (path / CHANGES).unlink(missing_ok=True)
-        folder = cls(path)
-        folder.save_base(orders)
-        return folder
-
-    def save_base(self, orders: Iterable[str]) -> None:
-        """The base KB's columns and each order's trie, written from Knowledge.txt as read back."""
-        self.swap_in(self.path / COLUMNS, lambda fresh: self.base.save(fresh, self.knowledge_stamp()))
-        for order in orders:
-            self.swap_in(self.path / f"trie-{order}", KeySpace(self.base, self.saved_tokenizer, order).trie.save)
+        with folder_lock(path):
+            fresh_vocab = path / f".{VOCAB}.tmp"
+            tokenizer.save(fresh_vocab)
+            os.replace(fresh_vocab, path / VOCAB)
+            write_base(path, base, tries)
+            (path / CHANGES).unlink(missing_ok=True)
+        return cls(path)
 
     @staticmethod
     def swap_in(target: Path, write) -> None:
         """write(folder) into a new folder, then swap it in: a reader never sees half of one."""
-        fresh, stale = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-        shutil.rmtree(fresh, ignore_errors=True)
-        write(fresh)
+        fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            write(fresh)
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        stale = fresh.with_name(fresh.name + ".old")
         if target.exists():
             target.rename(stale)
         fresh.rename(target)
         shutil.rmtree(stale, ignore_errors=True)
 
-    def knowledge_stamp(self) -> dict:
-        stat = (self.path / KNOWLEDGE).stat()
-        return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
     @property
     def orders(self) -> list[str]:
-        return sorted(p.name.removeprefix("trie-") for p in self.path.glob("trie-*") if p.is_dir() and "." not in p.name)
+        return saved_orders(self.path)
 
+    # --- loading: everything at once, under the lock --------------------------------------
     @cached_property
-    def saved_tokenizer(self) -> CharTokenizer:
-        return CharTokenizer.load(self.path / VOCAB)
+    def loaded(self) -> Loaded:
+        with self.lock:
+            tokenizer = self.read_vocab()
+            base = self.read_base()
+            try:
+                changes = self.changes()
+            except UnicodeDecodeError as e:
+                raise DataError(f"{self.path / CHANGES}: not UTF-8 text ({e}); fix or remove it (it holds the "
+                                f"changes since the last merge)") from None
+            tries = {order: Trie.load(self.path / f"trie-{order}") for order in self.orders}
+        return Loaded(tokenizer, base, base.updated(changes), tries)
 
-    @cached_property
-    def base(self) -> KnowledgeBase:
+    def forget(self) -> None:
+        """Drop what was loaded: the next use reads the folder again (a writer does, once it holds the lock)."""
+        self.__dict__.pop("loaded", None)
+
+    def read_vocab(self) -> CharTokenizer:
+        path = self.path / VOCAB
+        try:
+            tokenizer = CharTokenizer.load(path)
+            if all(isinstance(c, str) for c in tokenizer.vocab):
+                return tokenizer
+            raise ValueError("a vocabulary entry is not a string")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSON and UTF-8 errors are ValueErrors
+            raise DataError(f"{path}: not a kgqa character vocabulary ({type(e).__name__}: {e}); {REWRITE}") from None
+
+    def read_base(self) -> KnowledgeBase:
         """The KB of Knowledge.txt: its saved columns when they were written from this very file, else the file read."""
         columns = self.path / COLUMNS
-        if KnowledgeBase.saved_source(columns) == self.knowledge_stamp():
+        if KnowledgeBase.saved_source(columns) == knowledge_stamp(self.path):
             return KnowledgeBase.load(columns)
         if columns.exists():
             log.info("%s changed since %s/ was written: reading it (kgqa-kb action=merge writes them again)", KNOWLEDGE, columns)
-        return KnowledgeBase(read_knowledge(self.path / KNOWLEDGE))
+        try:
+            return KnowledgeBase(read_knowledge(self.path / KNOWLEDGE))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{self.path / KNOWLEDGE}: not UTF-8 text ({e}); restore it, or write the folder again "
+                            f"from the KB's source (kgqa-kb out=DIR)") from None
+
+    @property
+    def saved_tokenizer(self) -> CharTokenizer:
+        return self.loaded.tokenizer
+
+    @property
+    def base(self) -> KnowledgeBase:
+        return self.loaded.base
 
     def changes(self) -> list[Change]:
         path = self.path / CHANGES
         return read_change_log(path) if path.is_file() else []
 
-    @cached_property
+    @property
     def kb(self) -> KnowledgeBase:
         """The base KB with the recorded changes replayed."""
-        return self.base.updated(self.changes())
+        return self.loaded.kb
 
     # --- as a KB source ------------------------------------------------------------------
     def build(self, data=None) -> KnowledgeBase:
@@ -161,41 +259,51 @@ class KbFolder:
     def keyspace(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> KeySpace:
         """The saved trie of `order` under an overlay of the changed keys; built from `kb` when the
         trie is missing or the tokenizer does not extend the saved vocabulary."""
-        saved = self.path / f"trie-{order}"
+        saved, base = self.path / f"trie-{order}", self.loaded.tries.get(order)
         vocab = getattr(tokenizer, "vocab", None)
-        if not saved.is_dir() or vocab is None or vocab[: len(self.saved_tokenizer.vocab)] != self.saved_tokenizer.vocab:
+        if base is None or vocab is None or vocab[: len(self.saved_tokenizer.vocab)] != self.saved_tokenizer.vocab:
             log.info("%s: building the %s trie (no saved trie for this KB and tokenizer)", self.path, order)
             return KeySpace(kb, tokenizer, order)
-        base = Trie.load(saved)
         n_base = len(self.base)
         encode = lambda i: encode_key(tokenizer, kb.keys[i], order)  # noqa: E731
-        if base.num_keys != n_base or any(base.sequence(i).tolist() != encode(i) for i in sample_ids(n_base)):
-            raise ValueError(f"{saved} does not hold the keys of this KB ({self.path / KNOWLEDGE} plus changes): "
-                             f"rebuild it (kgqa-kb action=merge kb_dir={self.path})")
+        if not holds_keys(base, n_base, encode):
+            raise DataError(f"{saved} does not hold the keys of {self.path / KNOWLEDGE} under {self.path / VOCAB} "
+                            f"(changed or damaged since it was written): rebuild it "
+                            f"(kgqa-kb action=merge kb_dir={self.path})")
         live = kb.live_mask()
         added, deleted = (np.flatnonzero(live[n_base:]) + n_base).tolist(), np.flatnonzero(~live[:n_base]).tolist()
         if not added and not deleted:
             return KeySpace(kb, tokenizer, order, base)
-        trie = OverlayTrie.over(base, [encode(i) for i in added], added, [encode(i) for i in deleted])
+        try:
+            trie = OverlayTrie.over(base, [encode(i) for i in added], added, [encode(i) for i in deleted])
+        except (ValueError, KeyError) as e:
+            raise DataError(f"{self.path / CHANGES}: the changes do not fit {saved} ({e}); fix the file, or "
+                            f"rebuild (kgqa-kb action=merge kb_dir={self.path})") from None
         return KeySpace(kb, tokenizer, order, trie)
 
     # --- changes -------------------------------------------------------------------------
     def record(self, op: str, triples_file: str | Path) -> dict:
-        """Append the changes of a TSV to the log, after checking every saved trie takes them."""
+        """Append the changes of a TSV to the log, after checking every saved trie takes them; under the
+        lock from reading the folder to writing the log, so no other change comes in between."""
         if op not in OPS:
-            raise ValueError(f"unknown change {op!r}; choose one of {OPS}")
-        changes = read_changes(Path(triples_file), op)
-        before = self.kb
-        after = before.updated(changes)
+            raise ConfigError(f"action={op}: not a change; choose one of {OPS}")
+        triples_file = Path(triples_file)
         try:
-            for order in self.orders:  # a key the tries cannot tell from another raises here, before it is recorded
+            changes = read_changes(triples_file, op)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{triples_file}: not UTF-8 text ({e})") from None
+        with self.lock:
+            self.forget()
+            before, vocab = self.kb, set(self.saved_tokenizer.vocab)
+            after = before.updated(changes)
+            for order in self.orders:
+                self.check_new_keys(before, after, order, triples_file)
                 self.keyspace(after, self.saved_tokenizer, order)
-        except (ValueError, KeyError) as e:
-            raise DataError(f"{triples_file}: {e}") from e
-        with open(self.path / CHANGES, "a", encoding="utf-8") as f:
-            f.writelines(format_change(c) for c in changes)
-        self.__dict__.pop("kb", None)
-        vocab, added = set(self.saved_tokenizer.vocab), {c.key for c in changes if c.op == "add"}
+            log_path = self.path / CHANGES
+            logged = log_path.read_bytes() if log_path.is_file() else b""
+            write_bytes(log_path, logged + "".join(map(format_change, changes)).encode("utf-8"))
+            self.forget()
+        added = {c.key for c in changes if c.op == "add"}
         after_live = after.live_mask()
         summary = {
             "changes": len(changes),
@@ -209,18 +317,81 @@ class KbFolder:
             log.warning("characters not in %s encode as [UNK]: %s", VOCAB, "".join(summary["chars_not_in_vocab"]))
         return summary
 
+    def check_new_keys(self, before: KnowledgeBase, after: KnowledgeBase, order: str, triples_file: Path) -> None:
+        """A DataError naming the line of `triples_file` with a key new in `after` that is too long for
+        the `order` trie, or that encodes (under vocab.json) like another added key."""
+        tokenizer, n_base = self.saved_tokenizer, len(self.base)
+        live = after.live_mask()
+        encodings = {tuple(encode_key(tokenizer, after.keys[i], order)): i  # the keys added before, still live
+                     for i in (np.flatnonzero(live[n_base : len(before)]) + n_base).tolist()}
+        for i in (np.flatnonzero(live[len(before) :]) + len(before)).tolist():
+            key = after.keys[i]
+            tokens = encode_key(tokenizer, key, order)
+            if len(tokens) > MAX_LENGTH:
+                raise DataError(f"{where(key, triples_file)}: {KeyTooLong(key, len(tokens), order)}")
+            other = encodings.setdefault(tuple(tokens), i)  # (a base key has no [UNK]: vocab.json is made from them)
+            if other != i:
+                other_key = after.keys[other]
+                raise DataError(f"{where(key, triples_file)}: the key {show(key)} encodes like the key {show(other_key)} "
+                                f"({where(other_key, triples_file, self.path / CHANGES, self.path / KNOWLEDGE)}) under "
+                                f"{self.path / VOCAB}, whose missing characters read as [UNK]: change the key, or write "
+                                f"the folder again with a vocabulary that holds them")
+
     def merge(self) -> dict:
-        """Fold the changes into Knowledge.txt and rebuild its columns and tries (same vocabulary); ids are renumbered.
+        """Fold the changes into Knowledge.txt and rebuild its columns and tries (same vocabulary); ids are
+        renumbered. Under the lock throughout; every key is checked before the first file is written.
 
         The log goes last: if this stops half-way, the tries no longer match and say so, and running it
         again is safe (replaying the log on the merged KB changes nothing)."""
-        orders = self.orders
-        write_knowledge(self.path / KNOWLEDGE, self.kb.triples())
-        for stale in ("base", "kb"):
-            self.__dict__.pop(stale, None)
-        self.save_base(orders)
-        (self.path / CHANGES).unlink(missing_ok=True)
-        return self.base.stats()
+        with self.lock:
+            self.forget()
+            base = as_read_back(self.kb.triples())
+            write_base(self.path, base, tries_of(base, self.saved_tokenizer, self.orders, self.path / KNOWLEDGE,
+                                                 self.path / CHANGES))
+            (self.path / CHANGES).unlink(missing_ok=True)
+            self.forget()
+        return base.stats()
+
+
+def knowledge_stamp(path: Path) -> dict:
+    """The size and time of a folder's Knowledge.txt: kept with its columns, which serve while it is the same."""
+    stat = (path / KNOWLEDGE).stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def saved_orders(path: Path) -> list[str]:
+    return sorted(p.name.removeprefix("trie-") for p in path.glob("trie-*") if p.is_dir() and "." not in p.name)
+
+
+def tries_of(base: KnowledgeBase, tokenizer: Tokenizer, orders: Iterable[str], *sources: Path | None) -> dict[str, Trie]:
+    """The trie of each order over `base`, built before anything is written; a key too long is a DataError
+    naming the line of the first of `sources` (the files the KB was read from) that has it."""
+    try:
+        return {order: KeySpace(base, tokenizer, order).trie for order in orders}
+    except KeyTooLong as e:
+        raise DataError(f"{where(e.key, *sources)}: {e}") from None
+
+
+def write_base(path: Path, base: KnowledgeBase, tries: dict[str, Trie]) -> None:
+    """A folder's Knowledge.txt, its columns and the tries of `tries`' orders (the others go), each written
+    aside and swapped in. Knowledge.txt goes first: if this stops half-way, the columns are not used (their
+    source stamp differs) and the tries no longer match and say so."""
+    with atomic_output(path / KNOWLEDGE) as f:
+        f.writelines(map(knowledge_line, base.triples()))
+    KbFolder.swap_in(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
+    for order, trie in tries.items():
+        KbFolder.swap_in(path / f"trie-{order}", trie.save)
+    for order in set(saved_orders(path)) - set(tries):
+        shutil.rmtree(path / f"trie-{order}")
+
+
+def holds_keys(trie: Trie, n: int, encode) -> bool:
+    """Whether a saved trie holds `n` keys and a sample of them as `encode(id)` gives them (a damaged
+    or foreign trie fails here, or in reading its arrays)."""
+    try:
+        return trie.num_keys == n and all(trie.sequence(i).tolist() == encode(i) for i in sample_ids(n))
+    except (KeyError, IndexError, ValueError):
+        return False
 
 
 def sample_ids(n: int, count: int = 64) -> list[int]:

@@ -8,16 +8,33 @@ import numpy as np
 
 from kgqa.data.kb import FIELDS, KnowledgeBase
 from kgqa.data.tokenizer import Tokenizer
-from kgqa.data.triples import order_fields
-from kgqa.trie import KeyTrie, Trie, copy_segments, smallest_uint
+from kgqa.data.triples import Key, order_fields
+from kgqa.errors import DataError
+from kgqa.trie import MAX_LENGTH, KeyTrie, Trie, copy_segments, smallest_uint
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # keys assembled at a time: bounds the index arrays of copy_segments
 
 
+def show(key: Key, width: int = 60) -> str:
+    """A key as its line of Knowledge.txt begins (S（M） TAB P), cut to `width` characters for a message."""
+    text = f"{key.full_subject}\t{key.predicate}"
+    return repr(text if len(text) <= width else text[:width] + "...")
+
+
+class KeyTooLong(DataError):
+    """A key with more tokens than a trie path holds; `key` is kept for callers that know its file and line."""
+
+    def __init__(self, key: Key, length: int, order: str):
+        self.key = key
+        super().__init__(f"the key {show(key)} is {length} tokens long in the {order} order; a key trie takes at "
+                         f"most {MAX_LENGTH} (shorten it or leave it out)")
+
+
 def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Flat tokens, lengths and ids of the KB's live keys, each as encode_key writes it (part [SEP]
-    per part, in the target order), and how many keys were left out for encoding like another.
+    per part, in the target order), and how many keys were left out (with a warning naming one) for
+    encoding like another. A key too long for a trie is a KeyTooLong, raised before any trie is built.
 
     Each distinct subject, predicate and meaning is encoded once and the keys are assembled with
     array copies: no Python object per key, for 20M keys. Keys whose tokens are the same (strings
@@ -37,10 +54,18 @@ def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tup
     by_code = np.lexsort(codes[::-1])  # stable: among equal encodings the lowest id comes first
     repeated = np.zeros(len(ids), dtype=bool)
     repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
+    repeats = np.flatnonzero(repeated[by_code])  # in code order, the first repeat follows the key it repeats
+    if len(repeats):
+        log.warning("%d KB keys encode to the same tokens as another key under this tokenizer (characters it cannot "
+                    "represent), e.g. %s as %s; only the first of each can be decoded", len(repeats),
+                    *(show(kb.keys[int(ids[by_code[j]])]) for j in (repeats[0], repeats[0] - 1)))
     ids, parts = ids[~repeated], [(part[0][~repeated], *part[1:]) for part in parts]
 
     sep = tokenizer.sep_id
     key_lengths = sum(lengths[key_index] for key_index, _, _, lengths in parts) + len(parts)
+    too_long = np.flatnonzero(key_lengths > MAX_LENGTH)
+    if len(too_long):
+        raise KeyTooLong(kb.keys[int(ids[too_long[0]])], int(key_lengths[too_long[0]]), order)
     max_token = max([sep] + [int(flat.max(initial=0)) for _, flat, _, _ in parts])
     tokens = np.full(int(key_lengths.sum()), sep, dtype=smallest_uint(max_token))
     key_starts = np.cumsum(key_lengths) - key_lengths
@@ -72,10 +97,7 @@ class KeySpace:
     def __init__(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str, trie: KeyTrie | None = None):
         self.kb, self.order, self.sep_id = kb, order, tokenizer.sep_id
         if trie is None:
-            tokens, lengths, ids, repeated = encode_live_keys(kb, tokenizer, order)
-            if repeated:
-                log.warning("%d KB keys encode to the same tokens as another key under this tokenizer (characters it "
-                            "cannot represent); only the first of each can be decoded", repeated)
+            tokens, lengths, ids, _ = encode_live_keys(kb, tokenizer, order)
             trie = Trie.from_flat(tokens, lengths, ids)
         self.trie = trie
         self.key_tokens = KeyTokens(trie)

@@ -16,14 +16,17 @@ No pickle: a saved trie is a folder of .npy files and a small trie.json.
 from __future__ import annotations
 
 import itertools
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-FORMAT = "kgqa-trie-v2"
+from kgqa.errors import DataError
+from kgqa.saved import REBUILD, load_array, read_header, write_header
+
+FORMAT = "kgqa-trie-v3"  # v3: trie.json lists each file's size and CRC-32
+META = "trie.json"
 ARRAYS = ("tokens", "offsets", "row_value", "depth", "key_lo", "key_hi", "child_lo", "child", "child_token")
 DEPTH_BITS = 12
 MAX_LENGTH = (1 << DEPTH_BITS) - 1  # longest key, in tokens
@@ -265,22 +268,36 @@ class Trie(KeyTrie):
 
     # --- files -----------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
+        """The arrays as .npy files and trie.json (format, counts, each file's size and CRC-32), written last."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
             np.save(folder / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
-        meta = {"format": FORMAT, "keys": self.num_keys, "internal_nodes": self.num_internal}
-        (folder / "trie.json").write_text(json.dumps(meta))
+        write_header(folder, META, {"format": FORMAT, "keys": self.num_keys, "internal_nodes": self.num_internal})
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> "Trie":
+        """A trie saved with `save`, memory-mapped by default; a DataError naming the file that is
+        missing, changed since it was saved or does not fit the others."""
         folder = Path(folder)
-        meta = folder / "trie.json"
-        if not meta.is_file() or json.loads(meta.read_text()).get("format") != FORMAT:
-            raise ValueError(f"{folder}: not a saved kgqa trie (no {meta.name} with format {FORMAT}; rebuild it with kgqa-kb)")
-        mode = "r" if mmap else None
-        # plain ndarray views of the memory maps: indexing a np.memmap costs ~10x more per call
-        return cls(*(np.asarray(np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False)) for name in ARRAYS))
+        header = read_header(folder, META, FORMAT, [f"{name}.npy" for name in ARRAYS], "kgqa trie", REBUILD)
+        trie = cls(*(load_array(folder / f"{name}.npy", REBUILD, mmap) for name in ARRAYS))
+        keys, internal = header.get("keys"), header.get("internal_nodes")
+        if not isinstance(keys, int) or not isinstance(internal, int) or keys < 0 or internal < 2:
+            raise DataError(f"{folder / META}: no key and node counts; {REBUILD}")
+        for name, length in trie.array_lengths(keys, internal).items():
+            if len(getattr(trie, name)) != length:
+                raise DataError(f"{folder / name}.npy: {len(getattr(trie, name))} entries where the trie's "
+                                f"other files need {length} (a partial write?); {REBUILD}")
+        return trie
+
+    def array_lengths(self, keys: int, internal: int) -> dict[str, int]:
+        """How long each array must be for a trie of `keys` keys and `internal` internal nodes (in an
+        order where the arrays a length is read from come first)."""
+        edges = int(self.child_lo[-1]) if len(self.child_lo) == internal + 1 else -1
+        tokens = int(self.offsets[-1]) if len(self.offsets) == keys + 1 else -1
+        return {"offsets": keys + 1, "tokens": tokens, "row_value": keys, "depth": internal, "key_lo": internal,
+                "key_hi": internal, "child_lo": internal + 1, "child": edges, "child_token": edges}
 
 
 # --- building blocks, vectorised over all keys ---------------------------------------

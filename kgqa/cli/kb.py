@@ -1,40 +1,67 @@
 """kgqa-kb: build or inspect a KB and its key trie; add, delete or merge changes in a saved one."""
 import json
 import time
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.data.tokenizer import CharTokenizer
-from kgqa.kbfolder import KbFolder
+from kgqa.data.triples import TARGET_ORDERS
+from kgqa.errors import ConfigError
+from kgqa.files import refuse_overwrite
+from kgqa.kbfolder import KNOWLEDGE, KbFolder
+
+NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)",
+         "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)"}
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    missing = [NEEDS[k] for k in keys if not cfg.get(k)]
+    if missing:
+        raise ConfigError(f"action={cfg.action} needs {' and '.join(missing)}")
+
+
+def kb_input(cfg: DictConfig) -> Path | None:
+    """The file (kb=file) or folder (kb=folder) the KB is read from; None for KBs made from the data."""
+    path = OmegaConf.select(cfg, "kb.path")
+    return Path(path) if path else None
+
+
+def data_inputs(cfg: DictConfig) -> list[Path]:
+    source = cfg.data.source
+    return [Path(source.root) / f for f in source.files.values()] if "files" in source else []
 
 
 def build_kb(cfg: DictConfig) -> dict:
+    if cfg.target not in TARGET_ORDERS:
+        raise ConfigError(f"target={cfg.target}: not a target order; choose one of {sorted(TARGET_ORDERS)}")
+    if cfg.out:
+        refuse_overwrite(cfg.out, kb_input(cfg), *data_inputs(cfg), what="out")
     source = instantiate(cfg.data.source)
     start = time.perf_counter()
     kb = instantiate(cfg.kb).build(source)
     stats = kb.stats() | {"build_seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(stats, ensure_ascii=False, indent=1))
     if cfg.out:
-        tokenizer = CharTokenizer.build(kb.strings())
-        folder = KbFolder.create(cfg.out, kb, tokenizer, [cfg.target])
+        kb_file = kb_input(cfg)
+        kb_file = kb_file / KNOWLEDGE if kb_file and kb_file.is_dir() else kb_file
+        folder = KbFolder.create(cfg.out, kb, CharTokenizer.build(kb.strings()), [cfg.target], source=kb_file)
         print(f"wrote {folder.path}/Knowledge.txt, vocab.json and trie-{cfg.target}/")
     return stats
 
 
 def change_kb(cfg: DictConfig) -> dict:
-    if not cfg.kb_dir or not cfg.triples:
-        raise SystemExit(f"kgqa: action={cfg.action} needs kb_dir=DIR (a folder written with out=) and triples=FILE.tsv")
+    require(cfg, "kb_dir", "triples")
     summary = KbFolder(cfg.kb_dir).record(cfg.action, cfg.triples)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return summary
 
 
 def merge_kb(cfg: DictConfig) -> dict:
-    if not cfg.kb_dir:
-        raise SystemExit("kgqa: action=merge needs kb_dir=DIR (a folder written with out=)")
+    require(cfg, "kb_dir")
     start = time.perf_counter()
     stats = KbFolder(cfg.kb_dir).merge() | {"merge_seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(stats, ensure_ascii=False, indent=1))
@@ -46,7 +73,7 @@ ACTIONS = {"build": build_kb, "add": change_kb, "delete": change_kb, "merge": me
 
 def run(cfg: DictConfig) -> dict:
     if cfg.action not in ACTIONS:
-        raise SystemExit(f"kgqa: unknown action={cfg.action}; choose one of {sorted(ACTIONS)}")
+        raise ConfigError(f"action={cfg.action}: not an action; choose one of {sorted(ACTIONS)}")
     return ACTIONS[cfg.action](cfg)
 
 

@@ -16,10 +16,14 @@ from typing import Iterable
 import numpy as np
 
 from kgqa.data.triples import Key, Triple
+from kgqa.errors import DataError
+from kgqa.saved import REBUILD, load_array, read_header, read_json, write_header
 
 FIELDS = ("subject", "predicate", "meaning")
-FORMAT = "kgqa-kb-v1"
+FORMAT = "kgqa-kb-v2"  # v2: kb.json lists each file's size and CRC-32
 ARRAYS = ("columns", "key_objects", "object_offsets")
+META, TABLES, OBJECTS = "kb.json", "tables.json", "objects.txt"
+FILES = [f"{name}.npy" for name in ARRAYS] + [OBJECTS, TABLES]
 
 
 @dataclass(frozen=True)
@@ -95,48 +99,65 @@ class KnowledgeBase:
     # --- files: the columns as they are, so loading a big KB is reading, not parsing ------
     def save(self, folder: str | Path, source: dict | None = None) -> None:
         """The columns as .npy arrays, the string tables as JSON, the objects as one UTF-8 text; `source`
-        (e.g. the size and time of the Knowledge.txt they were read from) is kept in the small kb.json."""
+        (e.g. the size and time of the Knowledge.txt they were read from) is kept in the small kb.json,
+        with every file's size and CRC-32 (kgqa/saved.py). Written into a fresh folder, which the caller swaps in."""
         if self.added or self.changed:
             raise ValueError("only a KB without changes is saved as columns (merge the changes first)")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
-        with open(folder / "objects.txt", "w", encoding="utf-8", newline="") as f:
-            f.write(self.object_text)
-        (folder / "tables.json").write_text(json.dumps(dict(zip(FIELDS, self.tables)), ensure_ascii=False), encoding="utf-8")
-        (folder / "kb.json").write_text(json.dumps({"format": FORMAT, "keys": self.num_base, "source": source}), encoding="utf-8")
+        (folder / OBJECTS).write_bytes(self.object_text.encode("utf-8"))
+        (folder / TABLES).write_text(json.dumps(dict(zip(FIELDS, self.tables)), ensure_ascii=False), encoding="utf-8")
+        write_header(folder, META, {"format": FORMAT, "keys": self.num_base, "source": source})
 
     @staticmethod
     def saved_source(folder: str | Path) -> dict | None:
-        """The `source` a saved KB was written with; None if the folder holds none."""
-        meta = Path(folder) / "kb.json"
-        if not meta.is_file():
+        """The `source` a saved KB was written with; None if the folder holds none (or not readably:
+        then the KB is read from its source, and nothing wrong comes of the damage)."""
+        meta = Path(folder) / META
+        try:
+            header = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
             return None
-        return json.loads(meta.read_text(encoding="utf-8")).get("source")
+        return header.get("source") if isinstance(header, dict) else None
 
     @classmethod
     def load(cls, folder: str | Path) -> "KnowledgeBase":
-        """A KB saved with `save`; the key columns are memory-mapped."""
+        """A KB saved with `save`; the key columns are memory-mapped. A DataError names the file that
+        is missing, damaged or does not fit the others."""
         folder = Path(folder)
-        meta_path = folder / "kb.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder}: not a saved kgqa KB (no {meta_path.name} with format {FORMAT}; rebuild it with kgqa-kb)")
+        meta = read_header(folder, META, FORMAT, FILES, "kgqa KB", REBUILD)
         kb = cls.__new__(cls)
-        tables = json.loads((folder / "tables.json").read_text(encoding="utf-8"))
+        tables = read_json(folder / TABLES, REBUILD)
+        if not (isinstance(tables, dict) and all(isinstance(tables.get(f), list) for f in FIELDS)
+                and all(isinstance(s, str) for f in FIELDS for s in tables[f])):
+            raise DataError(f"{folder / TABLES}: not the KB's string tables ({', '.join(FIELDS)}); {REBUILD}")
         kb.tables = [tables[f] for f in FIELDS]
         kb.columns, kb.key_objects, kb.object_offsets = (
-            np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)) for name in ARRAYS)
-        with open(folder / "objects.txt", encoding="utf-8", newline="") as f:
-            kb.object_text = f.read()
-        n = meta["keys"]
-        if (kb.columns.shape != (3, n) or len(kb.key_objects) != n + 1 or kb.key_objects[-1] != len(kb.object_offsets) - 1
-                or kb.object_offsets[-1] != len(kb.object_text)
-                or any(len(t) <= int(c.max(initial=-1)) for t, c in zip(kb.tables, kb.columns))):
-            raise ValueError(f"{folder}: the saved KB's files do not fit together (a partial write?); rebuild it with kgqa-kb")
+            load_array(folder / f"{name}.npy", REBUILD, ndim=ndim) for name, ndim in zip(ARRAYS, (2, 1, 1)))
+        try:
+            kb.object_text = (folder / OBJECTS).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{folder / OBJECTS}: not UTF-8 text ({e}); {REBUILD}") from None
+        n = meta.get("keys")
+        for name, fits in kb.fits(n if isinstance(n, int) else -1).items():
+            if not fits:
+                raise DataError(f"{folder / name}: does not fit the saved KB's other files (a partial write?); {REBUILD}")
         kb._index()
         return kb
+
+    def fits(self, n: int) -> dict[str, bool]:
+        """Per file of a saved KB of `n` keys, whether it fits the files before it."""
+        keys_ok = self.columns.shape == (3, n) and len(self.key_objects) == n + 1
+        offsets_ok = keys_ok and len(self.object_offsets) == int(self.key_objects[-1]) + 1
+        return {
+            "columns.npy": self.columns.shape == (3, n),
+            "key_objects.npy": keys_ok,
+            "object_offsets.npy": offsets_ok,
+            OBJECTS: offsets_ok and int(self.object_offsets[-1]) == len(self.object_text),
+            TABLES: all(len(t) > int(c.max(initial=-1)) for t, c in zip(self.tables, self.columns)),
+        }
 
     @property
     def num_base(self) -> int:
