@@ -78,14 +78,19 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
 
 
 def tokenizer_from_state(state: Any, path: Path) -> Tokenizer:
-    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it names."""
+    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it
+    names with the characters added in training (so the resized embeddings line up)."""
     if isinstance(state, dict) and isinstance(state.get("vocab"), list) and all(isinstance(c, str) for c in state["vocab"]):
         try:
             return CharTokenizer(state["vocab"])
         except ValueError as e:
             raise CheckpointError(f"{path}: {e}") from None
-    if isinstance(state, dict) and isinstance(state.get("pretrained"), str):
-        return PretrainedTokenizer(state["pretrained"])
+    if (isinstance(state, dict) and isinstance(state.get("pretrained"), str) and isinstance(state.get("fingerprint"), str)
+            and isinstance(state.get("added"), list) and all(isinstance(c, str) for c in state["added"])):
+        try:
+            return PretrainedTokenizer.from_state(state)
+        except ValueError as e:  # a ConfigError too: the folder is gone
+            raise CheckpointError(f"{path}: {e}") from None
     raise CheckpointError(f"{path} holds no vocabulary (a kgqa checkpoint keeps its tokenizer's)")
 
 
