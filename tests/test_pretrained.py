@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, RoFormerConfig, RoFormerForCausalLM
 
 from cli import printed_metrics, run_cli
 from kgqa.cli import CONFIG_DIR
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample
+from kgqa.data.sources import KgclueSource
 from kgqa.data.tokenizer import PretrainedTokenizer, encode_key
 from kgqa.data.toy import make_toy
 from kgqa.data.triples import Key, Triple
@@ -186,31 +188,50 @@ def test_experiment_article_has_the_reference_settings():
     assert cfg.trainer.accelerator == "gpu" and cfg.logger._target_.endswith("WandbLogger")
 
 
-def toy_replica(folder: Path, kind: str) -> Path:
-    """A replica whose vocabulary lacks some characters of the toy KB's keys."""
-    toy = make_toy(n_entities=300)
-    chars = {c for t in toy.triples for s in (t.key.subject, t.key.predicate, t.key.meaning, t.obj) for c in s}
-    chars |= {c for e in toy.splits["train"] for c in e.question}
-    lacking = set(sorted(c for t in toy.triples for c in t.key.subject)[::7])
+def replica_lacking(kind: str, folder: Path, triples: list[Triple], questions: list[QAExample]) -> Path:
+    """A replica of `kind` whose vocabulary lacks every 7th character of the KB's subjects."""
+    chars = {c for t in triples for s in (t.key.subject, t.key.predicate, t.key.meaning, t.obj) for c in s}
+    chars |= {c for e in questions for c in e.question}
+    lacking = set(sorted({c for t in triples for c in t.key.subject})[::7])
     return REPLICAS[kind](folder, hub_vocab({c.lower() for c in chars} - lacking))
 
 
-@pytest.mark.parametrize("kind", ["roformer_sim_char_ft", pytest.param("chinese_roberta_wwm_ext", marks=pytest.mark.slow),
-                                  pytest.param("bert_base_chinese", marks=pytest.mark.slow)])
-def test_replica_trains_resumes_and_decodes_through_the_clis(kind, tmp_path):
-    """backbone=<preset> backbone.pretrained=<replica folder>: trained, checkpointed, resumed and decoded, each
-    CLI rebuilding the same tokenizer (added characters included) and the resized model from the checkpoint."""
-    folder = toy_replica(tmp_path / kind, kind)
-    run_dir, common = tmp_path / "run", ["logger=csv", "+data.source.n_entities=300"]
-    trained = printed_metrics(run_cli("train", f"backbone={kind}", f"backbone.pretrained={folder}", "trainer.max_epochs=1",
-                                      "trainer.num_sanity_val_steps=0", *common, f"hydra.run.dir={run_dir}"))
+def train_resume_and_decode(tmp_path: Path, question: str, *overrides: str) -> None:
+    """Trained, checkpointed, resumed and decoded through the CLIs, each rebuilding the same tokenizer (added
+    characters included) and the resized model from the checkpoint."""
+    run_dir = tmp_path / "run"
+    trained = printed_metrics(run_cli("train", *overrides, "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0",
+                                      "logger=csv", f"hydra.run.dir={run_dir}"))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["KgqaDataModule"]
-    assert state["pretrained"] == str(folder) and state["added"]
+    assert state["added"] and set(state) >= {"pretrained", "fingerprint"}
     resumed = printed_metrics(run_cli("train", f"resume={run_dir}", f"hydra.run.dir={tmp_path}/resumed"))
     assert resumed == trained
-    evaluated = printed_metrics(run_cli("evaluate", f"ckpt={run_dir}", "split=test", *common[:1],
+    evaluated = printed_metrics(run_cli("evaluate", f"ckpt={run_dir}", "split=test", "trainer=cpu", "logger=csv",
                                         f"hydra.run.dir={tmp_path}/eval"))
     assert evaluated["test/em"] == trained["test/em"] and evaluated["test/f1"] == trained["test/f1"]
-    question = make_toy(n_entities=300).splits["test"][0].question
     proc = run_cli("predict", f"ckpt={run_dir}", f"question='{question}'", f"hydra.run.dir={tmp_path}/predict")
     assert any(line.startswith("1. ") for line in proc.stdout.splitlines())
+
+
+def test_experiment_article_runs_from_one_command(kgclue_root, tmp_path):
+    """experiment=article on a replica of its RoFormer-Sim-FT folder and a Knowledge.txt, on the CPU: the one
+    command works, with the reference settings, and its run resumes and decodes."""
+    splits = KgclueSource(str(kgclue_root), {"train": "train.json", "val": "dev.json", "test": "test_public.json"},
+                          limit=48).splits
+    triples = [e.triple for split in splits.values() for e in split]
+    knowledge = tmp_path / "Knowledge.txt"
+    knowledge.write_text("".join(f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n" for t in triples), encoding="utf-8")
+    folder = replica_lacking("roformer_sim_char_ft", tmp_path / "roformer", triples, splits["train"])
+    train_resume_and_decode(tmp_path, splits["test"][0].question, "experiment=article", f"backbone.pretrained={folder}",
+                            f"kb.path={knowledge}", f"data.root={kgclue_root}", "data.source.limit=48", "trainer=cpu")
+    run = OmegaConf.load(tmp_path / "run" / "run_config.yaml")
+    assert (run.optim.lr, run.data.batch_size, run.data.max_question_len, run.decode.beam) == (5e-6, 32, 63, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["chinese_roberta_wwm_ext", "bert_base_chinese"])
+def test_bert_replicas_train_resume_and_decode(kind, tmp_path):
+    toy = make_toy(n_entities=300)
+    folder = replica_lacking(kind, tmp_path / kind, toy.triples, toy.splits["train"])
+    train_resume_and_decode(tmp_path, toy.splits["test"][0].question, f"backbone={kind}", f"backbone.pretrained={folder}",
+                            "+data.source.n_entities=300")
