@@ -17,12 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, BertConfig, BertModel, PreTrainedModel, RoFormerConfig, RoFormerModel
+from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PreTrainedModel, RoFormerConfig,
+                          RoFormerForCausalLM, RoFormerModel)
 
 from kgqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ARCHITECTURES = {"bert": (BertConfig, BertModel), "roformer": (RoFormerConfig, RoFormerModel)}
+WITH_LM_HEAD = {"bert": BertForMaskedLM, "roformer": RoFormerForCausalLM}  # the classes the hub folders name
 
 
 def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **size) -> PreTrainedModel:
@@ -62,6 +64,22 @@ def resize_vocabulary(model: PreTrainedModel, vocab_size: int) -> PreTrainedMode
         model.resize_token_embeddings(vocab_size, mean_resizing=True)
         log.info("embeddings resized from %d to %d tokens (%+d)", before, vocab_size, vocab_size - before)
     return model
+
+
+def load_pretrained_head(model: "UniLM", arch: str, pretrained: str) -> None:
+    """Predict with the pretrained LM head, as the article's UniLM does (bert4keras' unilm application keeps
+    the MLM head): its transform into UniLM.transform, its output bias into lm_bias, the characters kgqa
+    added starting at the mean bias. A folder without a head keeps the fresh one (logged)."""
+    lm, loading = WITH_LM_HEAD[arch].from_pretrained(pretrained, trust_remote_code=False, output_loading_info=True)
+    if any(key.startswith("cls.predictions.transform") for key in loading["missing_keys"]):
+        log.info("%s holds no LM head: the UniLM head starts fresh", pretrained)
+        return
+    head = lm.cls.predictions
+    with torch.no_grad():
+        model.transform[0].load_state_dict(head.transform.dense.state_dict())
+        model.transform[2].load_state_dict(head.transform.LayerNorm.state_dict())
+        model.lm_bias[: len(head.bias)] = head.bias
+        model.lm_bias[len(head.bias) :] = head.bias.mean()
 
 
 def unilm_attention_mask(segment_ids: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

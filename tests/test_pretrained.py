@@ -24,7 +24,7 @@ from kgqa.data.triples import Key, Triple
 from kgqa.datamodule import build_tokenizer
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.keyspace import KeySpace
-from kgqa.model import UniLM, build_backbone
+from kgqa.model import WITH_LM_HEAD, UniLM, build_backbone, load_pretrained_head
 from kgqa.runtime import tokenizer_from_state
 
 # The Chinese BERT vocabularies' layout: [PAD], [unused1..99], then [UNK] [CLS] [SEP] [MASK] at 100..103.
@@ -47,12 +47,19 @@ def write_hub_tokenizer(folder: Path, vocab: list[str], lower_case: bool) -> Non
     shutil.rmtree(scratch)
 
 
+def save_lm(model, folder: Path) -> None:
+    """save_pretrained, with an LM output bias that is not all zeros (as a trained one)."""
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()
+    model.save_pretrained(folder)
+
+
 def roformer_sim_char_ft(folder: Path, vocab: list[str]) -> Path:
     """junnyu/roformer_chinese_sim_char_ft_base: config.json (RoFormerForCausalLM, model_type roformer,
     is_decoder, eos 102) and vocab.txt; no tokenizer files, so AutoTokenizer picks RoFormerTokenizer (rjieba)."""
     config = RoFormerConfig(vocab_size=len(vocab), embedding_size=TINY["hidden_size"], max_position_embeddings=512,
                             type_vocab_size=2, pad_token_id=0, is_decoder=True, eos_token_id=102, **TINY)
-    RoFormerForCausalLM(config).save_pretrained(folder)
+    save_lm(RoFormerForCausalLM(config), folder)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return folder
 
@@ -60,7 +67,7 @@ def roformer_sim_char_ft(folder: Path, vocab: list[str]) -> Path:
 def chinese_roberta_wwm_ext(folder: Path, vocab: list[str]) -> Path:
     """hfl/chinese-roberta-wwm-ext: a BERT (BertForMaskedLM) with vocab.txt, tokenizer.json, an empty
     added_tokens.json, special_tokens_map.json and a tokenizer_config.json naming no class (lower-cases)."""
-    BertForMaskedLM(BertConfig(vocab_size=len(vocab), type_vocab_size=2, pad_token_id=0, **TINY)).save_pretrained(folder)
+    save_lm(BertForMaskedLM(BertConfig(vocab_size=len(vocab), type_vocab_size=2, pad_token_id=0, **TINY)), folder)
     write_hub_tokenizer(folder, vocab, lower_case=True)
     (folder / "added_tokens.json").write_text("{}")
     special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
@@ -72,7 +79,7 @@ def chinese_roberta_wwm_ext(folder: Path, vocab: list[str]) -> Path:
 def bert_base_chinese(folder: Path, vocab: list[str]) -> Path:
     """bert-base-chinese: a BERT (BertForMaskedLM) with vocab.txt, tokenizer.json and a tokenizer_config.json
     that only says do_lower_case: false."""
-    BertForMaskedLM(BertConfig(vocab_size=len(vocab), type_vocab_size=2, pad_token_id=0, **TINY)).save_pretrained(folder)
+    save_lm(BertForMaskedLM(BertConfig(vocab_size=len(vocab), type_vocab_size=2, pad_token_id=0, **TINY)), folder)
     write_hub_tokenizer(folder, vocab, lower_case=False)
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
     return folder
@@ -150,6 +157,27 @@ def test_added_tokens_grow_the_embeddings_from_the_existing_rows(replica):
     model = UniLM(backbone)
     ids = torch.tensor([tokenizer.encode(QUESTIONS[0].question)])
     assert model(ids, torch.zeros_like(ids), torch.ones_like(ids, dtype=torch.bool)).shape[-1] == tokenizer.vocab_size
+
+
+def test_the_pretrained_lm_head_predicts(replica, tmp_path, caplog):
+    """UniLM's head is the folder's LM head (transform and output bias; added tokens at the mean bias), as in the
+    article's UniLM; a folder without one keeps a fresh head."""
+    name, folder = replica
+    tokenizer = build_tokenizer(str(folder), QUESTIONS, KnowledgeBase(TRIPLES))
+    model = UniLM(build_backbone(ARCH[name], tokenizer.vocab_size, pretrained=str(folder)))
+    load_pretrained_head(model, ARCH[name], str(folder))
+    head = WITH_LM_HEAD[ARCH[name]].from_pretrained(str(folder)).cls.predictions
+    assert torch.equal(model.transform[0].weight, head.transform.dense.weight)
+    assert torch.equal(model.transform[2].bias, head.transform.LayerNorm.bias)
+    assert torch.equal(model.lm_bias[: tokenizer.base_size], head.bias)
+    assert torch.allclose(model.lm_bias[tokenizer.base_size :], head.bias.mean().expand(len(tokenizer.added)))
+    headless = tmp_path / "headless"
+    shutil.copytree(folder, headless)
+    WITH_LM_HEAD[ARCH[name]].from_pretrained(str(folder)).base_model.save_pretrained(headless)
+    kept = model.transform[0].weight.clone()
+    with caplog.at_level(logging.INFO, logger="kgqa.model"):
+        load_pretrained_head(model, ARCH[name], str(headless))
+    assert "holds no LM head" in caplog.text and torch.equal(model.transform[0].weight, kept)
 
 
 def test_checkpoint_state_rebuilds_the_same_tokenizer_or_refuses(replica, tmp_path):
