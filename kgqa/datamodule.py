@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def build_tokenizer(pretrained: str | None, train: list[QAExample], kb: KnowledgeBase) -> Tokenizer:
-    if pretrained:
-        return PretrainedTokenizer(pretrained)
-    return CharTokenizer.build([e.question for e in train] + list(kb.strings()))
+    """A vocabulary that spells every KB string and training question without [UNK]: built from
+    them, or the pretrained one with the characters it lacks added (the model grows to match)."""
+    texts = [e.question for e in train] + list(kb.strings())
+    if not pretrained:
+        return CharTokenizer.build(texts)
+    tokenizer = PretrainedTokenizer(pretrained)
+    missing = tokenizer.missing(texts)
+    tokenizer.add(missing)
+    log.info("%s: %d characters of the KB and the training questions added to its %d-token vocabulary%s",
+             pretrained, len(missing), tokenizer.base_size, f" ({''.join(missing[:30])}...)" if missing else "")
+    return tokenizer
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -108,13 +116,10 @@ class KgqaDataModule(L.LightningDataModule):
 
     # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"kb": self.kb_fingerprint()}
-        if isinstance(self.tokenizer, CharTokenizer):
-            return state | {"vocab": list(self.tokenizer.vocab)}
-        return state | {"pretrained": self.pretrained}
+        return {"kb": self.kb_fingerprint()} | self.tokenizer.state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if isinstance(self.tokenizer, CharTokenizer) and state.get("vocab") != self.tokenizer.vocab:
+        if any(state.get(name) != value for name, value in self.tokenizer.state().items()):
             raise ValueError("the checkpoint's vocabulary differs from this data module's tokenizer")
 
     def kb_fingerprint(self) -> dict[str, float]:
@@ -125,16 +130,14 @@ class KgqaDataModule(L.LightningDataModule):
         return {"keys": int(self.kb.live_mask().sum()), "gold_coverage": covered / max(len(labelled), 1)}
 
     def check_kb(self, trained: dict | None, checkpoint, allow_change: bool = False) -> None:
-        """Refuse a KB the checkpoint was not trained with: one whose keys its character vocabulary
+        """Refuse a KB the checkpoint was not trained with: one whose keys its vocabulary
         cannot spell (keys added to a KB folder since are allowed: that is what the overlay is for), or
         whose size or gold coverage differs from the training KB's. allow_change=True only warns."""
         problems = []
-        if isinstance(self.tokenizer, CharTokenizer):
-            known = set(self.tokenizer.vocab)
-            unspelled = sorted({c for table in self.kb.tables for s in table for c in s} - known)
-            if unspelled:
-                problems.append(f"its vocabulary cannot spell {len(unspelled)} character(s) of the KB's keys "
-                                f"({''.join(unspelled[:20])}{'...' if len(unspelled) > 20 else ''})")
+        unspelled = self.tokenizer.missing(s for table in self.kb.tables for s in table)
+        if unspelled:
+            problems.append(f"its vocabulary cannot spell {len(unspelled)} character(s) of the KB's keys "
+                            f"({''.join(unspelled[:20])}{'...' if len(unspelled) > 20 else ''})")
         if isinstance(trained, dict) and {"keys", "gold_coverage"} <= trained.keys():
             now = self.kb_fingerprint()
             if now["gold_coverage"] < trained["gold_coverage"] - 0.05:

@@ -11,19 +11,27 @@ only the new target token against the cache (`extend`): exactly the full recompu
 from __future__ import annotations
 
 import inspect
+import logging
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertModel, PreTrainedModel, RoFormerConfig, RoFormerModel
+from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PreTrainedModel, RoFormerConfig,
+                          RoFormerForCausalLM, RoFormerModel)
 
+from kgqa.errors import ConfigError
+
+log = logging.getLogger(__name__)
 ARCHITECTURES = {"bert": (BertConfig, BertModel), "roformer": (RoFormerConfig, RoFormerModel)}
+WITH_LM_HEAD = {"bert": BertForMaskedLM, "roformer": RoFormerForCausalLM}  # the classes the hub folders name
 
 
 def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **size) -> PreTrainedModel:
-    """A randomly initialised encoder of the given size, or pretrained weights via from_pretrained.
+    """A randomly initialised encoder of the given size, or pretrained weights via from_pretrained,
+    their embeddings resized to `vocab_size` (the pretrained vocabulary plus the characters kgqa added).
 
+    With pretrained weights the size comes from their config; the size preset is not applied.
     `is_decoder=True` only lets the encoder keep a KV cache (BERT ignores a cache otherwise);
     UniLM always passes its own 4D mask, so attention is the same either way.
     """
@@ -32,11 +40,46 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
     config_cls, model_cls = ARCHITECTURES[arch]
     no_pooler = {"add_pooling_layer": False} if arch == "bert" else {}  # the pooler is unused
     if pretrained:
-        return model_cls.from_pretrained(pretrained, trust_remote_code=False, is_decoder=True, **no_pooler)
+        found = AutoConfig.from_pretrained(pretrained, trust_remote_code=False).model_type
+        if found != arch:  # from_pretrained would load nothing of it and say so only in a warning
+            raise ConfigError(f"backbone.pretrained={pretrained} holds a {found} model, but backbone.arch={arch}; "
+                              f"choose a backbone preset of {found} (conf/backbone/)")
+        model = model_cls.from_pretrained(pretrained, trust_remote_code=False, is_decoder=True, **no_pooler)
+        unused = {k: getattr(model.config, k) for k, v in size.items() if getattr(model.config, k, v) != v}
+        if unused:
+            log.info("backbone settings not applied to the pretrained model, which keeps its own: %s", unused)
+        return resize_vocabulary(model, vocab_size)
     if arch == "roformer":
         size.setdefault("embedding_size", size["hidden_size"])
     config = config_cls(vocab_size=vocab_size, type_vocab_size=2, is_decoder=True, **size)
     return model_cls(config, **no_pooler)
+
+
+def resize_vocabulary(model: PreTrainedModel, vocab_size: int) -> PreTrainedModel:
+    """Grow (or cut) the embeddings, and so the tied LM head (UniLM._logits), to `vocab_size`.
+    New rows are drawn around the existing ones (their mean and covariance, transformers'
+    mean_resizing), not zeros: a new character starts as a plausible, distinct token."""
+    before = model.get_input_embeddings().num_embeddings
+    if vocab_size != before:
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+        log.info("embeddings resized from %d to %d tokens (%+d)", before, vocab_size, vocab_size - before)
+    return model
+
+
+def load_pretrained_head(model: "UniLM", arch: str, pretrained: str) -> None:
+    """Predict with the pretrained LM head, as the article's UniLM does (bert4keras' unilm application keeps
+    the MLM head): its transform into UniLM.transform, its output bias into lm_bias, the characters kgqa
+    added starting at the mean bias. A folder without a head keeps the fresh one (logged)."""
+    lm, loading = WITH_LM_HEAD[arch].from_pretrained(pretrained, trust_remote_code=False, output_loading_info=True)
+    if any(key.startswith("cls.predictions.transform") for key in loading["missing_keys"]):
+        log.info("%s holds no LM head: the UniLM head starts fresh", pretrained)
+        return
+    head = lm.cls.predictions
+    with torch.no_grad():
+        model.transform[0].load_state_dict(head.transform.dense.state_dict())
+        model.transform[2].load_state_dict(head.transform.LayerNorm.state_dict())
+        model.lm_bias[: len(head.bias)] = head.bias
+        model.lm_bias[len(head.bias) :] = head.bias.mean()
 
 
 def unilm_attention_mask(segment_ids: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -17,7 +17,7 @@ from kgqa.answerer import Answerer
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
-from kgqa.model import UniLM, build_backbone
+from kgqa.model import UniLM, build_backbone, load_pretrained_head
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
 QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons
@@ -32,6 +32,8 @@ class KgqaModule(L.LightningModule):
         self.save_hyperparameters()
         arch = dict(backbone)
         self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch))
+        if arch.get("pretrained"):
+            load_pretrained_head(self.model, backbone["arch"], arch["pretrained"])
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.answerer: Answerer | None = None
         self.wrong_answers: list[list[Any]] = []

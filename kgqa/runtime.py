@@ -78,15 +78,21 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
 
 
 def tokenizer_from_state(state: Any, path: Path) -> Tokenizer:
-    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it names."""
-    if isinstance(state, dict) and isinstance(state.get("vocab"), list) and all(isinstance(c, str) for c in state["vocab"]):
-        try:
+    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it
+    names with the characters added in training (so the resized embeddings line up)."""
+    state = state if isinstance(state, dict) else {}
+    try:
+        if is_strings(state.get("vocab")):
             return CharTokenizer(state["vocab"])
-        except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-    if isinstance(state, dict) and isinstance(state.get("pretrained"), str):
-        return PretrainedTokenizer(state["pretrained"])
+        if isinstance(state.get("pretrained"), str) and isinstance(state.get("fingerprint"), str) and is_strings(state.get("added")):
+            return PretrainedTokenizer.from_state(state)
+    except ValueError as e:  # a ConfigError too: the pretrained folder is gone
+        raise CheckpointError(f"{path}: {e}") from None
     raise CheckpointError(f"{path} holds no vocabulary (a kgqa checkpoint keeps its tokenizer's)")
+
+
+def is_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
