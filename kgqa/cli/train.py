@@ -151,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = best_ckpt.best_model_path or None
     metrics: dict[str, float] = {}
     for tag, lookahead in decode_variants(cfg):
-        module.eval_tag, module.lookahead_cfg = tag, lookahead
+        module.use_decoding(dm, tag, lookahead)
         for evaluate in (trainer.validate, trainer.test):
             (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True)
             metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
