@@ -15,6 +15,7 @@ from kgqa.decoding.mask import step_context, trie_mask
 from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, SubjectCopy
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
+from kgqa.reference import NaiveDecoder, lcs
 from models import unigram_unilm
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -24,15 +25,6 @@ CHARS = "甲乙丙丁戊己庚辛"
 
 
 # --- an independent reference for the step scores ------------------------------------------
-def lcs(a, b) -> int:
-    dp = [0] * (len(b) + 1)
-    for x in a:
-        prev = 0
-        for j, y in enumerate(b):
-            prev, dp[j + 1] = dp[j + 1], prev + 1 if x == y else max(dp[j + 1], dp[j])
-    return dp[-1]
-
-
 class ReferenceScorer:
     """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
 
@@ -214,6 +206,21 @@ def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lo
     for cached, recomputed in zip(decoded["cached"], decoded["recomputed"]):
         assert [h.key_id for h in cached] == [h.key_id for h in recomputed]
         assert [h.log_prob for h in cached] == pytest.approx([h.log_prob for h in recomputed], abs=1e-4)
+
+
+@pytest.mark.parametrize("lookahead", ["none", "power"])
+def test_greedy_decoding_equals_the_naive_reference_decoder(random_kb, random_model, lookahead):
+    """At beam 1 the project's search and the article-style decoder the benchmark times
+    (kgqa.reference.NaiveDecoder: dict trie, full recompute, Python LCS) pick the same keys and scores."""
+    kb, tok, questions = random_kb
+    ks = KeySpace(kb, tok, "spm")
+    encoded = [encode_question(tok, q, 64) for q in questions]
+    rules = [LcsPowerLookahead()] if lookahead == "power" else []
+    project = beam_search(random_model, ks, encoded, rules, tok.pad_id, beam_size=1)
+    naive = NaiveDecoder(random_model, [encode_key(tok, k, "spm") for k in kb.keys], tok.sep_id, lookahead == "power")
+    for q_ids, (hyp,) in zip(encoded, project):
+        key_id, score = naive.answer(q_ids, 1)
+        assert (hyp.key_id, hyp.log_prob) == (key_id, pytest.approx(score, abs=1e-4))
 
 
 def _split(tokens, sep):
