@@ -6,8 +6,8 @@ beam size, with and without the lcs_power look-ahead, in one process, one after 
 rules, which the reference does not implement):
 
 - reference: kgqa.reference.NaiveDecoder, one question at a time, a full forward pass over
-  question + prefix at every step, the article's nested-dict trie, a Python LCS per candidate key, bert4keras's beam search
-  (min_ends=3: a hypothesis ends at its third [SEP]);
+  question + prefix at every step, the article's nested-dict trie, a Python LCS per candidate
+  key, bert4keras's beam search (min_ends=3: a hypothesis ends at its third [SEP]);
 - project:   kgqa.decoding's Answerer.decode (batched questions, KV cache, tensor trie masks,
   look-ahead in one rapidfuzz call per step).
 

@@ -47,7 +47,7 @@ def decode_all() -> dict:
         questions = [e.question for split in ("val", "test") for e in dm.splits[split]]
         for rule in RULES:
             lookahead = compose(config_name="train", overrides=[f"lookahead={rule}"]).get("lookahead")
-            out[f"{rule}/composed"] = OmegaConf.to_container(lookahead) if lookahead is not None else None
+            out[f"{rule}/composed"] = OmegaConf.to_container(lookahead, resolve=True) if lookahead is not None else None
             for beam in (1, 3):
                 rules = instantiate(lookahead, _convert_="all") if lookahead else []  # runs on the old commit too
                 rules = rules if isinstance(rules, list) else [rules]

@@ -1,4 +1,8 @@
-"""The LightningModule: teacher-forced training, trie-constrained decoding for val/test."""
+"""The LightningModule: teacher-forced training, trie-constrained decoding for val/test.
+
+Training runs question → tokens → UniLM against the gold key; val/test run the whole arrow
+question → … → beam → key id → KB → answer through an Answerer from kgqa.decoding.answerer.
+"""
 from __future__ import annotations
 
 import json

@@ -116,7 +116,8 @@ class NaiveDecoder:
             new_probas[i, allowed] = p / p.sum()
         return new_probas
 
-    def beam_search(self, question: list[int], topk: int, min_ends: int = 3, maxlen: int = 256) -> tuple[list[int], float]:
+    def beam_search(self, question: list[int], topk: int, min_ends: int = 3,
+                    maxlen: int = 256) -> tuple[list[int], float]:
         """bert4keras's AutoRegressiveDecoder.beam_search: finished hypotheses leave the beam (which
         shrinks); the search returns as soon as the best hypothesis of a step is finished.
         (bert4keras scores log(p + 1e-12), which can put a token outside the trie into a beam and

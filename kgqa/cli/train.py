@@ -116,7 +116,7 @@ def decode_variants(cfg: DictConfig) -> list[tuple[str, dict | None]]:
     variants = [("", OmegaConf.to_container(cfg.lookahead) if cfg.get("lookahead") else None)]
     for name in cfg.get("ablation_lookaheads") or []:
         rule = compose(config_name="train", overrides=[f"lookahead={name}"]).get("lookahead")
-        variants.append((name, OmegaConf.to_container(rule) if rule else None))
+        variants.append((name, OmegaConf.to_container(rule, resolve=True) if rule else None))
     return variants
 
 

@@ -61,8 +61,8 @@ class Answerer:
         """Answers in the questions' order."""
         kb = self.keyspace.kb
         encoded = [encode_question(self.tokenizer, q, self.max_question_len) for q in questions]
-        return [[Answer(Triple(kb.keys[h.key_id], kb.answer(h.key_id)), tuple(kb.objects[h.key_id]), math.exp(h.log_prob))
-                 for h in per_question] for per_question in self.decode(model, encoded)]
+        return [[Answer(Triple(kb.keys[h.key_id], kb.answer(h.key_id)), tuple(kb.objects[h.key_id]),
+                        math.exp(h.log_prob)) for h in per_question] for per_question in self.decode(model, encoded)]
 
 
 def rules_from_config(lookahead: Any) -> list[Rule]:
