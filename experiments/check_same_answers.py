@@ -5,6 +5,9 @@ initialised tiny UniLM, written as (key id, log-prob) per question to a JSON fil
     python experiments/check_same_answers.py before.json   # on the old commit
     python experiments/check_same_answers.py after.json    # on the new one
     python experiments/check_same_answers.py --compare before.json after.json
+
+It instantiates the rules itself (not through kgqa.decoding.answerer.rules_from_config) so that
+the same script runs on commits from before that factory.
 """
 from __future__ import annotations
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from kgqa.model import UniLM
+if TYPE_CHECKING:  # bench_trie measures its process's memory: importing this module must not load torch
+    from kgqa.model import UniLM
 
 
 def lcs(a, b) -> int:
@@ -92,6 +93,7 @@ class NaiveDecoder:
 
     def predict(self, question: list[int], output_ids: list[list[int]]) -> np.ndarray:
         """Next-token probabilities [rows, V] under the trie (and the look-ahead): full recompute."""
+        import torch  # here, not at the top: see TYPE_CHECKING above
         device = next(self.model.parameters()).device
         ids = torch.tensor([question + o for o in output_ids], device=device)
         segments = torch.tensor([[0] * len(question) + [1] * len(o) for o in output_ids], device=device)
