@@ -5,10 +5,10 @@ beam size, with and without the lcs_power look-ahead, in one process, one after 
 (`--project-rules copy_lcs_bonus ...` also times the project's decoder with other conf/lookahead
 rules, which the reference does not implement):
 
-- reference: one question at a time, a full forward pass over question + prefix at every step,
-  the article's nested-dict trie, a Python LCS per candidate key, bert4keras's beam search
-  (min_ends=3: a hypothesis ends at its third [SEP]);
-- project:   kgqa.decoding.beam_search (batched questions, KV cache, tensor trie masks,
+- reference: kgqa.reference.NaiveDecoder, one question at a time, a full forward pass over
+  question + prefix at every step, the article's nested-dict trie, a Python LCS per candidate
+  key, bert4keras's beam search (min_ends=3: a hypothesis ends at its third [SEP]);
+- project:   kgqa.decoding's Answerer.decode (batched questions, KV cache, tensor trie masks,
   look-ahead in one rapidfuzz call per step).
 
 The model is trained here for 1,000 steps (or loaded with --ckpt) so that answers are
@@ -31,137 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from kgqa.data.sources import KgclueSource, SynthKB
 from kgqa.data.tokenizer import encode_key, encode_question
 from kgqa.datamodule import KgqaDataModule
-from kgqa.decoding.beam import beam_search
-from kgqa.decoding.processors import TrieMask
+from kgqa.decoding.answerer import Answerer, rules_from_config
 from kgqa.model import UniLM, build_backbone
+from kgqa.reference import NaiveDecoder
 from kgqa.runtime import load_checkpoint, tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-# --- the naive reference ---------------------------------------------------------------------
-def lcs(a, b) -> int:
-    """Length of the longest common subsequence, by the textbook DP."""
-    row = [0] * (len(b) + 1)
-    for x in a:
-        diagonal = 0
-        for j, y in enumerate(b):
-            diagonal, row[j + 1] = row[j + 1], diagonal + 1 if x == y else max(row[j + 1], row[j])
-    return row[-1]
-
-
-class DictTrie:
-    """The article's Trie: nested dicts keyed by token, the value under a reserved key."""
-
-    VALUE = -1
-
-    def __init__(self):
-        self.data: dict = {}
-
-    def __setitem__(self, key, value):
-        node = self.data
-        for t in key:
-            node = node.setdefault(t, {})
-        node[self.VALUE] = value
-
-    def _node(self, prefix):
-        node = self.data
-        for t in prefix:
-            node = node[t]
-        return node
-
-    def __getitem__(self, key):
-        return self._node(key)[self.VALUE]
-
-    def next_ones(self, prefix) -> list[int]:
-        return [t for t in self._node(prefix) if t != self.VALUE]
-
-    def keys(self, prefix, node=None) -> list[list[int]]:
-        """Every key that starts with prefix (recursively, as the article's Trie.keys)."""
-        node = self._node(prefix) if node is None else node
-        out = []
-        for t, child in node.items():
-            out += [list(prefix)] if t == self.VALUE else self.keys(list(prefix) + [t], child)
-        return out
-
-
-class NaiveDecoder:
-    """The article's AutoQA decoder, one question at a time, on a kgqa UniLM.
-
-    The look-ahead computes what the project defines (README): Δ over content tokens, applied
-    to the trie-masked, renormalised probabilities. `literal=True` instead follows the article's
-    code to the letter: LCS over the raw ids ([CLS] question [SEP] against keys with their
-    [SEP]s) and p^(1/w) on the full softmax before the trie mask renormalises.
-    """
-
-    def __init__(self, model: UniLM, keys: list[list[int]], sep_id: int, lookahead: bool, literal: bool = False):
-        self.model, self.sep, self.lookahead, self.literal = model, sep_id, lookahead, literal
-        self.trie = DictTrie()
-        for key_id, key in enumerate(keys):
-            self.trie[key] = key_id
-
-    def content(self, ids) -> list[int]:
-        return list(ids) if self.literal else [t for t in ids if t != self.sep]
-
-    def predict(self, question: list[int], output_ids: list[list[int]]) -> np.ndarray:
-        """Next-token probabilities [rows, V] under the trie (and the look-ahead): full recompute."""
-        device = next(self.model.parameters()).device
-        ids = torch.tensor([question + o for o in output_ids], device=device)
-        segments = torch.tensor([[0] * len(question) + [1] * len(o) for o in output_ids], device=device)
-        with torch.no_grad():
-            logits = self.model(ids, segments, torch.ones_like(ids, dtype=torch.bool))[:, -1]
-        probas = torch.softmax(logits.double(), -1).cpu().numpy()
-        q = self.content(question if self.literal else question[1:-1])
-        new_probas = np.zeros_like(probas)
-        for i, prefix in enumerate(output_ids):
-            allowed = self.trie.next_ones(prefix)
-            p = probas[i, allowed]
-            if not self.literal:
-                p = p / p.sum()  # the trie mask renormalises first
-            if self.lookahead and len(allowed) > 1 and self.sep in prefix:
-                weights = dict.fromkeys(allowed, 1.0)
-                covered = lcs(self.content(prefix), q)
-                for c in self.trie.keys(prefix):
-                    if len(c) > len(prefix):
-                        w = lcs(self.content(c), q) - covered
-                        weights[c[len(prefix)]] = max(w + 1, weights[c[len(prefix)]])
-                p = p ** (1 / np.array([weights[t] for t in allowed]))
-            new_probas[i, allowed] = p / p.sum()
-        return new_probas
-
-    def beam_search(self, question: list[int], topk: int, min_ends: int = 3, maxlen: int = 256) -> tuple[list[int], float]:
-        """bert4keras's AutoRegressiveDecoder.beam_search: finished hypotheses leave the beam (which
-        shrinks); the search returns as soon as the best hypothesis of a step is finished.
-        (bert4keras scores log(p + 1e-12), which can put a token outside the trie into a beam and
-        break the trie lookup; here such tokens score -inf and never enter a beam.)"""
-        output_ids, output_scores = [[]], np.zeros(1)
-        for _ in range(maxlen):
-            with np.errstate(divide="ignore"):
-                scores = output_scores[:, None] + np.log(self.predict(question, output_ids))
-            k = min(topk, int(np.isfinite(scores).sum()))
-            rows, tokens = np.unravel_index(np.argpartition(scores, -k, axis=None)[-k:], scores.shape)
-            output_ids = [output_ids[r] + [int(t)] for r, t in zip(rows, tokens)]
-            output_scores = scores[rows, tokens]
-            is_end = np.array([o[-1] == self.sep for o in output_ids])
-            end_counts = np.array([o.count(self.sep) for o in output_ids])
-            best = output_scores.argmax()
-            if is_end[best] and end_counts[best] >= min_ends:
-                return output_ids[best], float(output_scores[best])
-            unfinished = ~is_end | (end_counts < min_ends)
-            output_ids = [o for o, keep in zip(output_ids, unfinished) if keep]
-            output_scores, topk = output_scores[unfinished], int(unfinished.sum())
-        return output_ids[output_scores.argmax()], float(output_scores.max())
-
-    def answer(self, question: list[int], beam: int) -> tuple[int, float]:
-        """The answer's key id and its score (log-probability under the rule)."""
-        ids, score = self.beam_search(question, beam)
-        return self.trie[ids], score
 
 
 # --- set-up: data, KB, model -----------------------------------------------------------------
@@ -219,7 +99,7 @@ def trained(dm: KgqaDataModule, size: str, steps: int, device: str, model_dir: s
 def load_trained(ckpt_path: str, root: str) -> tuple[KgqaDataModule, UniLM, str]:
     ckpt = load_checkpoint(ckpt_path)
     run = ckpt["hyper_parameters"]["run_config"]
-    dm = kgclue(root, tokenizer_from_state(ckpt[KgqaDataModule.__qualname__]))
+    dm = kgclue(root, tokenizer_from_state(ckpt[KgqaDataModule.__qualname__], Path(ckpt_path)))
     options = dict(run["backbone"])
     model = UniLM(build_backbone(options.pop("arch"), dm.tokenizer.vocab_size, **options))
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
@@ -228,25 +108,19 @@ def load_trained(ckpt_path: str, root: str) -> tuple[KgqaDataModule, UniLM, str]
 
 # --- timing ----------------------------------------------------------------------------------
 def lookahead_rules(name: str) -> list:
-    """The rules of conf/lookahead/<name>.yaml, composed and instantiated as kgqa-train does."""
+    """The rules of conf/lookahead/<name>.yaml, composed and built as kgqa-train does."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        rules = instantiate(compose(config_name="train", overrides=[f"lookahead={name}"]).lookahead, _convert_="all")
-    return [] if rules is None else rules if isinstance(rules, list) else [rules]
+        return rules_from_config(compose(config_name="train", overrides=[f"lookahead={name}"]).lookahead)
 
 
 def run_project(model, dm, questions, beam: int, rules: list, batch_size: int,
                 by_length: bool = False) -> tuple[list[tuple[int, float]], float]:
     """Batches in question order (arbitrary lengths mixed); `by_length` batches questions of similar
     length together, as the validation loader and the Answerer do, answers back in question order."""
-    processors = [TrieMask(), *rules]
-    order = np.argsort([len(q) for q in questions], kind="stable") if by_length else np.arange(len(questions))
-    start, answers = time.perf_counter(), [None] * len(questions)
-    for i in range(0, len(questions), batch_size):
-        batch = order[i : i + batch_size]
-        hyps = beam_search(model, dm.keyspace, [questions[j] for j in batch], processors, dm.tokenizer.pad_id, beam)
-        for j, h in zip(batch, hyps):
-            answers[j] = (h[0].key_id, h[0].log_prob)
-    return answers, time.perf_counter() - start
+    answerer = Answerer(dm.keyspace, dm.tokenizer, rules, beam=beam, batch_size=batch_size)
+    start = time.perf_counter()
+    hyps = answerer.decode(model, questions, by_length)
+    return [(h[0].key_id, h[0].log_prob) for h in hyps], time.perf_counter() - start
 
 
 def run_reference(decoder: NaiveDecoder, questions, beam: int) -> tuple[list[tuple[int, float]], float]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from kgqa.data.kgclue import read_qa
 from kgqa.data.tokenizer import CharTokenizer
+from kgqa.reference import DictTrie
 from kgqa.trie import OverlayTrie, Trie, copy_segments
 
 OFFICIAL = {"triples": 20_559_652, "subjects": 3_121_457, "predicates": 245_838}
@@ -151,38 +152,6 @@ def generate_keys(scale: float, qa_root: Path, seed: int = 0) -> tuple[np.ndarra
              "subjects_with_meaning": round(float((m_lengths > 0).mean()), 4), "tokens": len(tokens),
              "tokens_per_key": round(len(tokens) / len(entity), 2), "vocab_size": tokenizer.vocab_size}
     return tokens, lengths, stats
-
-
-# --- the reference: the article's nested-dict trie ------------------------------------
-class DictTrie:
-    """As the article's reference code: a dict per node keyed by the token as a string, the
-    value under "-1" at the end of a key, json.dump / json.load, next tokens by walking from the root."""
-
-    END = "-1"
-
-    def __init__(self, data: dict | None = None):
-        self.data = {} if data is None else data
-
-    def add(self, key, value) -> None:
-        node = self.data
-        for t in key:
-            node = node.setdefault(str(t), {})
-        node[self.END] = value
-
-    def next_ones(self, prefix) -> list[str]:
-        node = self.data
-        for t in prefix:
-            node = node[str(t)]
-        return [k for k in node if k != self.END]
-
-    def save(self, path: Path) -> None:
-        with open(path, "w") as f:
-            json.dump(self.data, f)
-
-    @classmethod
-    def load(cls, path: Path) -> "DictTrie":
-        with open(path) as f:
-            return cls(json.load(f))
 
 
 # --- measurements ----------------------------------------------------------------------

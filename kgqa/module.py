@@ -1,4 +1,8 @@
-"""The LightningModule: teacher-forced training, trie-constrained decoding for val/test."""
+"""The LightningModule: teacher-forced training, trie-constrained decoding for val/test.
+
+Training runs question → tokens → UniLM against the gold key; val/test run the whole arrow
+question → … → beam → key id → KB → answer through an Answerer from kgqa.decoding.answerer.
+"""
 from __future__ import annotations
 
 import json
@@ -8,12 +12,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.loggers import WandbLogger
 from transformers import get_linear_schedule_with_warmup
 
-from kgqa.answerer import Answerer
+from kgqa.decoding.answerer import Answerer, answerer_from_config
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
@@ -40,13 +43,20 @@ class KgqaModule(L.LightningModule):
         self.scored: list[tuple[float, bool]] = []  # (confidence, object correct) per question, for calibration
         self.question_rows: list[list[Any]] = []  # QUESTION_COLUMNS per question of the running evaluation
         self.question_results: dict[str, list[dict]] = {}  # "test/<tag>" -> its last evaluation's rows (rank 0)
-        self.lookahead_cfg = lookahead  # the rule decoding uses; ablations swap it after training
+        self.lookahead_cfg = lookahead  # the rule decoding uses; use_decoding swaps it after training
         self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
         self.val_history: list[dict[str, float]] = []  # per-epoch val metrics, for reports
 
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule
-        self.answerer = self.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, dm.eval_batch_size)
+        """The Answerer for the datamodule Lightning was given, with the current rules."""
+        self.use_decoding(self.trainer.datamodule, self.eval_tag, self.lookahead_cfg)
+
+    def use_decoding(self, dm, tag: str, lookahead: Any) -> None:
+        """Decode val/test from now on with `lookahead` (a rule config, a list of them, or None) over
+        `dm`'s KB, its metrics named "<stage>/<tag>/..." (no tag: the run's own rule)."""
+        self.eval_tag, self.lookahead_cfg = tag, lookahead
+        self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, self.hparams.decode, lookahead,
+                                             dm.max_question_len, dm.eval_batch_size)
 
     def on_train_epoch_start(self) -> None:
         """Dropout draws depend only on (seed, epoch, rank): a run resumed at an epoch boundary
@@ -66,12 +76,6 @@ class KgqaModule(L.LightningModule):
         """Resuming a fit continues the saved history; evaluating the best checkpoint keeps the whole one."""
         if self.trainer.state.fn == "fit":
             self.val_history = list(checkpoint.get("val_history", []))
-
-    def make_answerer(self, keyspace, tokenizer, max_question_len: int, batch_size: int = 64) -> Answerer:
-        lookahead = instantiate(self.lookahead_cfg, _convert_="all") if self.lookahead_cfg else None  # a rule or a list
-        d = self.hparams.decode
-        return Answerer(keyspace, tokenizer, lookahead, beam=d["beam"], num_return=d.get("num_return", 1),
-                        max_question_len=max_question_len, batch_size=batch_size)
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         """Tensors move; the raw examples (frozen dataclasses) stay as they are."""

@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from kgqa.answerer import Answerer
 from kgqa.data.kb import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
+from kgqa.decoding.answerer import Answerer
 from kgqa.decoding.beam import beam_search, fill_from_the_end
-from kgqa.decoding.processors import (LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, StepContext, SubjectCopy,
-                                      TrieMask)
+from kgqa.decoding.mask import step_context, trie_mask
+from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, SubjectCopy
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
+from kgqa.reference import NaiveDecoder, lcs
 from models import unigram_unilm
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -24,15 +25,6 @@ CHARS = "甲乙丙丁戊己庚辛"
 
 
 # --- an independent reference for the step scores ------------------------------------------
-def lcs(a, b) -> int:
-    dp = [0] * (len(b) + 1)
-    for x in a:
-        prev = 0
-        for j, y in enumerate(b):
-            prev, dp[j + 1] = dp[j + 1], prev + 1 if x == y else max(dp[j + 1], dp[j])
-    return dp[-1]
-
-
 class ReferenceScorer:
     """Step scores computed naively from the key token lists (no trie, no rapidfuzz)."""
 
@@ -128,10 +120,10 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
     order = ["spm", "smp"][random_model.seed % 2]  # both target orders, over the seeds
     ks = KeySpace(kb, tok, order)
     assert len(kb) > 150
-    processors = [TrieMask(), *LOOKAHEADS[lookahead]()]
+    rules = LOOKAHEADS[lookahead]()
     encoded = [encode_question(tok, q, 64) for q in questions]
 
-    together = beam_search(random_model, ks, encoded, processors, tok.pad_id, beam_size=beam, num_return=beam)
+    together = beam_search(random_model, ks, encoded, rules, tok.pad_id, beam_size=beam, num_return=beam)
     assert len(together) == len(questions)
 
     key_tokens = [encode_key(tok, k, order) for k in kb.keys]  # recomputed, not the keyspace's
@@ -166,7 +158,7 @@ def test_beam_search_yields_scored_kb_keys(random_kb, random_model, beam, lookah
 
     # a batch decodes like its questions one at a time (left padding changes nothing)
     for q_ids, hyps in zip(encoded, together):
-        (alone,) = beam_search(random_model, ks, [q_ids], processors, tok.pad_id, beam_size=beam, num_return=beam)
+        (alone,) = beam_search(random_model, ks, [q_ids], rules, tok.pad_id, beam_size=beam, num_return=beam)
         assert [h.key_id for h in alone] == [h.key_id for h in hyps]
         assert [h.log_prob for h in alone] == pytest.approx([h.log_prob for h in hyps], abs=1e-4)
 
@@ -209,11 +201,26 @@ def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lo
     encoded = [encode_question(tok, q, 64) for q in questions]
     decoded = {}
     for name, model in (("cached", random_model), ("recomputed", Recomputing(random_model))):
-        processors = [TrieMask()] + ([LcsPowerLookahead()] if lookahead == "power" else [])
-        decoded[name] = beam_search(model, ks, encoded, processors, tok.pad_id, beam_size=beam, num_return=beam)
+        rules = [LcsPowerLookahead()] if lookahead == "power" else []
+        decoded[name] = beam_search(model, ks, encoded, rules, tok.pad_id, beam_size=beam, num_return=beam)
     for cached, recomputed in zip(decoded["cached"], decoded["recomputed"]):
         assert [h.key_id for h in cached] == [h.key_id for h in recomputed]
         assert [h.log_prob for h in cached] == pytest.approx([h.log_prob for h in recomputed], abs=1e-4)
+
+
+@pytest.mark.parametrize("lookahead", ["none", "power"])
+def test_greedy_decoding_equals_the_naive_reference_decoder(random_kb, random_model, lookahead):
+    """At beam 1 the project's search and the article-style decoder the benchmark times
+    (kgqa.reference.NaiveDecoder: dict trie, full recompute, Python LCS) pick the same keys and scores."""
+    kb, tok, questions = random_kb
+    ks = KeySpace(kb, tok, "spm")
+    encoded = [encode_question(tok, q, 64) for q in questions]
+    rules = [LcsPowerLookahead()] if lookahead == "power" else []
+    project = beam_search(random_model, ks, encoded, rules, tok.pad_id, beam_size=1)
+    naive = NaiveDecoder(random_model, [encode_key(tok, k, "spm") for k in kb.keys], tok.sep_id, lookahead == "power")
+    for q_ids, (hyp,) in zip(encoded, project):
+        key_id, score = naive.answer(q_ids, 1)
+        assert (hyp.key_id, hyp.log_prob) == (key_id, pytest.approx(score, abs=1e-4))
 
 
 def _split(tokens, sep):
@@ -241,7 +248,7 @@ def test_num_return_cannot_exceed_beam(random_kb):
     kb, tok, questions = random_kb
     model = UniLM(build_backbone("bert", tok.vocab_size, **SIZE)).eval()
     with pytest.raises(ValueError, match="num_return"):
-        beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, questions[0], 64)], [TrieMask()],
+        beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, questions[0], 64)], [],
                     tok.pad_id, beam_size=2, num_return=3)
 
 
@@ -252,7 +259,7 @@ def test_small_kb_returns_every_key():
     tok = CharTokenizer.build(CHARS)
     torch.manual_seed(0)
     model = UniLM(build_backbone("roformer", tok.vocab_size, initializer_range=0.3, **SIZE)).eval()
-    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [TrieMask()],
+    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [],
                           tok.pad_id, beam_size=5, num_return=5)
     assert sorted(h.key_id for h in hyps) == [0, 1, 2]
     assert sum(math.exp(h.log_prob) for h in hyps) == pytest.approx(1.0, abs=1e-5)
@@ -269,7 +276,7 @@ def test_a_beam_with_one_key_left_finishes_without_running_the_model_on_the_rest
     model = UniLM(build_backbone("roformer", tok.vocab_size, initializer_range=0.3, **SIZE)).eval()
     extended, extend = [], model.extend
     model.extend = lambda tokens, cache, rows=None: extended.append(tokens.tolist()) or extend(tokens, cache, rows)
-    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [TrieMask()],
+    (hyps,) = beam_search(model, KeySpace(kb, tok, "spm"), [encode_question(tok, "甲乙丙", 64)], [],
                           tok.pad_id, beam_size=3, num_return=3)
     assert sorted(h.key_id for h in hyps) == [0, 1, 2]
     assert [tokens[0] for tokens in extended] == [tok.encode("甲")[0], tok.sep_id]
@@ -310,25 +317,25 @@ def test_article_case_through_the_answerer(arch, order):
     kb, tok, ks = article_setup(order)
     model = preferring_model(tok, arch)
 
-    (plain,) = Answerer(ks, tok, lookahead=None)(model, [QUESTION])
+    (plain,) = Answerer(ks, tok)(model, [QUESTION])
     assert plain[0].triple.key == Key("张三", "主要成就")
     assert plain[0].triple.obj == "一等奖" and plain[0].objects == ("一等奖",)
     assert plain[0].confidence == pytest.approx(0.6, abs=1e-5)
 
-    (ahead,) = Answerer(ks, tok, lookahead=LcsPowerLookahead())(model, [QUESTION])
+    (ahead,) = Answerer(ks, tok, rules=[LcsPowerLookahead()])(model, [QUESTION])
     assert ahead[0].triple == Triple(Key("张三", "主讲课程"), "数学")
     assert ahead[0].triple.answer() == "张三 ||| 主讲课程 ||| 数学"
     assert ahead[0].confidence == pytest.approx(P_JIANG, abs=1e-5)
     assert P_JIANG > 0.5
 
     # the additive rule, α = 1: log 0.4 + 3 vs log 0.6 + 1 → 讲 with 0.4e³ / (0.4e³ + 0.6e)
-    (bonus,) = Answerer(ks, tok, lookahead=LcsBonusLookahead(alpha=1.0))(model, [QUESTION])
+    (bonus,) = Answerer(ks, tok, rules=[LcsBonusLookahead(alpha=1.0)])(model, [QUESTION])
     assert bonus[0].triple.key == Key("张三", "主讲课程")
     p = 0.4 * math.e ** 3 / (0.4 * math.e ** 3 + 0.6 * math.e)
     assert bonus[0].confidence == pytest.approx(p, abs=1e-5)
 
     # both keys with num_return=2, in score order, probabilities summing to 1
-    (both,) = Answerer(ks, tok, lookahead=LcsPowerLookahead(), num_return=2)(model, [QUESTION])
+    (both,) = Answerer(ks, tok, rules=[LcsPowerLookahead()], num_return=2)(model, [QUESTION])
     assert [a.triple.key.predicate for a in both] == ["主讲课程", "主要成就"]
     assert sum(a.confidence for a in both) == pytest.approx(1.0, abs=1e-5)
 
@@ -339,8 +346,8 @@ def context(ks, tok, questions, rows):
     assert len({len(p) for p in prefixes}) == 1
     states = np.array([ks.trie.walk(p) for p in prefixes])
     assert (states >= 0).all()
-    return StepContext(ks, [tok.encode(q) for q in questions], np.array([q for q, _ in rows]),
-                       np.array(prefixes, dtype=np.int64), states)
+    return step_context(ks, [tok.encode(q) for q in questions], np.array([q for q, _ in rows]),
+                        np.array(prefixes, dtype=np.int64), states)
 
 
 def test_lcs_gains_at_the_branch():
@@ -358,7 +365,7 @@ def test_lcs_gains_at_the_branch():
     # the power rule from those gains, on the trie-masked model scores
     scores = torch.full((2, tok.vocab_size), -5.0)
     scores[:, jiang], scores[:, yao] = math.log(0.4), math.log(0.6)
-    out = LcsPowerLookahead()(TrieMask()(scores, ctx), ctx).exp()
+    out = LcsPowerLookahead()(trie_mask(scores, ctx), ctx).exp()
     assert out[0, jiang].item() == pytest.approx(P_JIANG, abs=1e-6)
     q = 0.6 ** 0.25 / (0.6 ** 0.25 + 0.4)  # row 1: 要 0.6^(1/4) vs 讲 0.4^(1/1)
     assert out[1, yao].item() == pytest.approx(q, abs=1e-6)
@@ -378,7 +385,7 @@ def test_uncovered_cost_prefers_the_predicate_with_fewer_other_characters():
         gains = LcsLookahead(uncovered_cost=cost).gains(ctx, tok.vocab_size)
         assert gains[0, [ta, zui]].tolist() == pytest.approx(expected)
     # additive rule, α = 5, indifferent model: odds e^(5·0.7) : e^(5·0.1)
-    out = LcsBonusLookahead(alpha=5.0, uncovered_cost=0.3)(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    out = LcsBonusLookahead(alpha=5.0, uncovered_cost=0.3)(trie_mask(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
     assert out[0, ta].item() == pytest.approx(1 / (1 + math.exp(-3.0)), abs=1e-6)
     # a μ larger than the gain is worth floors at 0, as a token with no gain: 最高学历 at μ = 0.5 → max(1 − 1.5, 0)
     assert LcsLookahead(uncovered_cost=0.5).gains(ctx, tok.vocab_size)[0, zui].item() == 0
@@ -414,14 +421,14 @@ def test_subject_copy_favours_subjects_copied_from_the_question():
     ctx = context(ks, tok, [QUESTION, QUESTION], [(0, ""), (1, "")])
     rows, tokens, _ = copy.copy_pairs(ctx)
     assert sorted(tokens[rows == 0].tolist()) == sorted([zhang, san])
-    uniform = TrieMask()(torch.zeros(2, tok.vocab_size), ctx)  # 张, 李, 三, 主 equally likely
+    uniform = trie_mask(torch.zeros(2, tok.vocab_size), ctx)  # 张, 李, 三, 主 equally likely
     out = copy(uniform, ctx).exp()
     assert out[0, [zhang, li, san, zhu]].tolist() == pytest.approx([3 / 8, 1 / 8, 3 / 8, 1 / 8], abs=1e-6)
     # after 主 (要 or 什 may follow): 要 keeps a piece of the question but leads only to 主要人物: no bonus
     ctx = context(ks, tok, [QUESTION], [(0, "主")])
     assert ctx.branching.tolist() == [0] and len(copy.copy_pairs(ctx)[0]) == 0
     ctx = context(ks, tok, [QUESTION], [(0, "张")])
-    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    out = copy(trie_mask(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
     assert out[0, [san, si]].tolist() == pytest.approx([3 / 4, 1 / 4], abs=1e-6)
     # once S is past its [SEP] the rule is silent (the LCS rules take over)
     ctx = context(ks, tok, [QUESTION], [(0, "张三|主")])
@@ -434,9 +441,9 @@ def test_subject_copy_prefers_the_subject_covering_more_of_the_question():
     zhang, li, san, zhu = (tok.encode(c)[0] for c in "张李三主")
     # root: 张 leads to 张三主 (3 characters to copy): 3·2³ = 24; 三 to 三主 (2): 3·2² = 12; 李: 1
     ctx = context(ks, tok, [QUESTION], [(0, "")])
-    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    out = copy(trie_mask(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
     assert out[0, [zhang, san, li]].tolist() == pytest.approx([24 / 37, 12 / 37, 1 / 37], abs=1e-6)
     # after 张三: [SEP] ends the copy 张三 (3), 主 goes on to 张三主 (3·2 = 6)
     ctx = context(ks, tok, [QUESTION], [(0, "张三")])
-    out = copy(TrieMask()(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
+    out = copy(trie_mask(torch.zeros(1, tok.vocab_size), ctx), ctx).exp()
     assert out[0, [tok.sep_id, zhu]].tolist() == pytest.approx([1 / 3, 2 / 3], abs=1e-6)

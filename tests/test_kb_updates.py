@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from cli import run_cli
-from kgqa.answerer import Answerer
+from kgqa.decoding.answerer import Answerer
 from kgqa.data.kb import Change, KnowledgeBase
 from kgqa.data.kgclue import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, encode_question
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import DataError
 from kgqa.decoding.beam import beam_search
-from kgqa.decoding.processors import LcsPowerLookahead, StepContext, SubjectCopy, TrieMask
+from kgqa.decoding.mask import step_context
+from kgqa.decoding.processors import LcsPowerLookahead, SubjectCopy
 from kgqa.kbfolder import CHANGES, KbFolder
 from kgqa.model import UniLM, build_backbone
 from models import unigram_unilm
@@ -76,9 +77,9 @@ def favouring_model(tokenizer, text: str, arch: str = "roformer") -> UniLM:
 def decode(folder: KbFolder, model, questions, order="spm", beam=3, num_return=1, lookahead=None):
     tokenizer = folder.saved_tokenizer
     keyspace = folder.keyspace(folder.kb, tokenizer, order)
-    processors = [TrieMask()] + ([lookahead] if lookahead else [])
+    rules = [lookahead] if lookahead else []
     encoded = [encode_question(tokenizer, q, 64) for q in questions]
-    hyps = beam_search(model, keyspace, encoded, processors, tokenizer.pad_id, beam_size=beam, num_return=num_return)
+    hyps = beam_search(model, keyspace, encoded, rules, tokenizer.pad_id, beam_size=beam, num_return=num_return)
     return keyspace, [[folder.kb.keys[h.key_id] for h in per_question] for per_question in hyps]
 
 
@@ -130,8 +131,8 @@ def test_subject_copy_follows_kb_changes(folder, tmp_path):
 
     def first_tokens():  # tokens that begin a copied subject, at the root
         keyspace = folder.keyspace(folder.kb, tokenizer, "spm")
-        ctx = StepContext(keyspace, [tokenizer.encode(question)], np.array([0]), np.zeros((1, 0), dtype=np.int64),
-                          np.array([keyspace.trie.ROOT]))
+        ctx = step_context(keyspace, [tokenizer.encode(question)], np.array([0]), np.zeros((1, 0), dtype=np.int64),
+                           np.array([keyspace.trie.ROOT]))
         return set(tokenizer.decode(copy.copy_pairs(ctx)[1].tolist()))
 
     assert first_tokens() == {"乙", "丙"}  # the subjects 乙丙 and 丙 are pieces of the question
@@ -222,7 +223,7 @@ def test_probabilities_still_sum_to_one_over_the_overlay(folder, tmp_path):
     model = UniLM(build_backbone("roformer", folder.saved_tokenizer.vocab_size, initializer_range=0.3, **SIZE)).eval()
     tokenizer = folder.saved_tokenizer
     keyspace = folder.keyspace(folder.kb, tokenizer, "spm")
-    (hyps,) = beam_search(model, keyspace, [encode_question(tokenizer, "甲乙丙", 64)], [TrieMask()], tokenizer.pad_id,
+    (hyps,) = beam_search(model, keyspace, [encode_question(tokenizer, "甲乙丙", 64)], [], tokenizer.pad_id,
                           beam_size=10, num_return=10)
     assert sorted(h.key_id for h in hyps) == folder.kb.live_ids()
     assert sum(math.exp(h.log_prob) for h in hyps) == pytest.approx(1.0, abs=1e-5)

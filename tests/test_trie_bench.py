@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kgqa.reference import DictTrie
 from kgqa.trie import Trie
 
 BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_trie.py"
@@ -28,7 +29,7 @@ def test_generated_kb_has_the_official_shape(bench, kgclue_root):
     assert 0.5 * official["predicates"] * SCALE < stats["predicates"] <= round(official["predicates"] * SCALE)
     assert 0.2 < stats["subjects_with_meaning"] < 0.35 and 10 < stats["tokens_per_key"] < 20
     # the same keys in the array trie and the reference dict trie: same next tokens everywhere asked
-    trie, reference = Trie.from_flat(tokens, lengths), bench.DictTrie()
+    trie, reference = Trie.from_flat(tokens, lengths), DictTrie()
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     for i in range(len(lengths)):
         reference.add(tokens[offsets[i] : offsets[i + 1]].tolist(), i)

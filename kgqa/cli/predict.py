@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.data.kgclue import read_qa
+from kgqa.decoding.answerer import answerer_from_config
 from kgqa.errors import ConfigError
 from kgqa.files import atomic_output, refuse_overwrite
 from kgqa.runtime import restore
@@ -20,7 +21,8 @@ def predict(cfg: DictConfig) -> None:
         refuse_overwrite(cfg.output, cfg.input, what="output")
     cfg, dm, module = restore(cfg.ckpt, cfg)
     dm.setup()
-    answerer = module.make_answerer(dm.keyspace, dm.tokenizer, dm.max_question_len, cfg.batch_size)
+    answerer = answerer_from_config(dm.keyspace, dm.tokenizer, cfg.decode, cfg.get("lookahead"), dm.max_question_len,
+                                    cfg.batch_size)
     module.eval()
     if cfg.question is not None:
         try:

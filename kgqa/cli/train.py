@@ -116,7 +116,7 @@ def decode_variants(cfg: DictConfig) -> list[tuple[str, dict | None]]:
     variants = [("", OmegaConf.to_container(cfg.lookahead) if cfg.get("lookahead") else None)]
     for name in cfg.get("ablation_lookaheads") or []:
         rule = compose(config_name="train", overrides=[f"lookahead={name}"]).get("lookahead")
-        variants.append((name, OmegaConf.to_container(rule) if rule else None))
+        variants.append((name, OmegaConf.to_container(rule, resolve=True) if rule else None))
     return variants
 
 
@@ -151,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = best_ckpt.best_model_path or None
     metrics: dict[str, float] = {}
     for tag, lookahead in decode_variants(cfg):
-        module.eval_tag, module.lookahead_cfg = tag, lookahead
+        module.use_decoding(dm, tag, lookahead)
         for evaluate in (trainer.validate, trainer.test):
             (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True)
             metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})

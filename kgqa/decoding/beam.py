@@ -1,24 +1,25 @@
 """Trie-constrained beam search over a batch of questions.
 
-question → tokens → UniLM → step scores → trie mask → look-ahead → beam → KB key.
-Every hypothesis is a path in the trie, so every answer is a key of the KB. Scores
-only decrease (renormalised log-probabilities), so a question is done once its
-num_return-th finished key beats its best live beam. A beam is finished once a single key
-is left below its trie node: the rest of that key is forced and adds nothing to its score.
+question → tokens → UniLM → step scores → trie mask → look-ahead → [beam] → key id → KB → answer.
+Each step the search masks the model's scores with the trie (kgqa.decoding.mask), then lets the
+look-ahead rules re-weight them in turn (kgqa.decoding.processors): the mask is the search's own
+step, never an entry of the rule list. Every hypothesis is a path in the trie, so every answer is
+a key of the KB. Scores only decrease (renormalised log-probabilities), so a question is done
+once its num_return-th finished key beats its best live beam. A beam is finished once a single
+key is left below its trie node: the rest of that key is forced and adds nothing to its score.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from kgqa.decoding.processors import StepContext, scatter
+from kgqa.decoding.context import Rule
+from kgqa.decoding.mask import masked_step_scores, step_context
 from kgqa.keyspace import KeySpace
 from kgqa.model import UniLM
-
-Processor = Callable[[torch.Tensor, StepContext], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,6 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.
     return ids.to(device), valid.to(device)
 
 
-def step_log_probs(branching_logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-    """[N, V] log-probs of the next token: the model's on the branching rows; 0 for the one allowed
-    token of a forced row (-inf elsewhere, and on rows that allow nothing)."""
-    forced = ~ctx.branching_mask[ctx.allowed[0]]
-    out = scatter((len(ctx.states), branching_logits.shape[-1]), ctx.allowed[0][forced], ctx.allowed[1][forced],
-                  torch.tensor(0.0), ctx.device, fill=float("-inf"))
-    out[torch.from_numpy(ctx.branching).to(ctx.device)] = torch.log_softmax(branching_logits.float(), dim=-1)
-    return out
-
-
 def fill_from_the_end(keep: np.ndarray) -> np.ndarray:
     """Indices of the kept items, where each dropped one's place goes to a kept one from the end:
     the other questions keep their rows, so the KV cache moves only the rows of those that moved."""
@@ -62,19 +53,19 @@ def beam_search(
     model: UniLM,
     keyspace: KeySpace,
     questions: Sequence[Sequence[int]],
-    processors: Sequence[Processor],
+    rules: Sequence[Rule],
     pad_id: int,
     beam_size: int = 3,
     num_return: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Top keys per question. `questions` are encoded "[CLS] q [SEP]" token ids.
+    """Top keys per question. `questions` are encoded "[CLS] q [SEP]" token ids; `rules` are the
+    look-ahead rules, applied in turn after the trie mask.
 
     The question is encoded once; each step runs one token per beam against the KV cache.
     The batch holds only unfinished questions: one row each at the first step, beam_size after.
     A beam whose trie state allows a single token needs no LM head: its step scores are those
-    the trie mask (the first processor) makes of any scores, 0 for that token. So a beam with
-    a single key left below it is that key, at its score now: it finishes there, and the model
-    never runs the key's forced rest.
+    the trie mask makes of any scores, 0 for that token. So a beam with a single key left
+    below it is that key, at its score now: it finishes there, and the model never runs the key's forced rest.
     """
     if num_return > beam_size:
         raise ValueError(f"num_return ({num_return}) cannot exceed beam_size ({beam_size})")
@@ -90,13 +81,13 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in questions]
     nth_finished = np.full(len(questions), -np.inf, dtype=np.float32)  # num_return-th best finished score
 
-    ctx = StepContext(keyspace, content, active, prefixes, states, device)
+    ctx = step_context(keyspace, content, active, prefixes, states, device)
     logits, cache = model.start(*left_pad(questions, pad_id, device))
     logits = logits[torch.from_numpy(ctx.branching).to(device)]
     while True:
-        step_scores = step_log_probs(logits, ctx)
-        for process in processors:
-            step_scores = process(step_scores, ctx)
+        step_scores = masked_step_scores(logits, ctx)
+        for rule in rules:
+            step_scores = rule(step_scores, ctx)
         (n, R), V = scores.shape, step_scores.shape[-1]
         total = (torch.from_numpy(scores).to(device).view(-1, 1) + step_scores).view(n, R * V)  # dead beams: -inf
         top_scores, top_idx = (t.cpu().numpy() for t in total.topk(min(2 * K, R * V), dim=1))
@@ -137,5 +128,5 @@ def beam_search(
         beam_rows, beam_tokens = beam_rows[going_on].ravel(), beam_tokens[going_on].ravel()
         states, prefixes = beam_states[going_on].ravel(), np.concatenate([prefixes[beam_rows], beam_tokens[:, None]], 1)
         cache.reorder(beam_rows)
-        ctx = StepContext(keyspace, content, np.repeat(active, K), prefixes, states, device)
+        ctx = step_context(keyspace, content, np.repeat(active, K), prefixes, states, device)
         logits = model.extend(torch.from_numpy(beam_tokens).to(device), cache, torch.from_numpy(ctx.branching).to(device))

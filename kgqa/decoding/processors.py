@@ -1,12 +1,13 @@
-"""Step-score processors, applied in turn to the log-probabilities of each decoding step.
+"""The look-ahead rules, applied in turn to the trie-masked log-probabilities of each step.
 
-Like transformers' logits processors, each is a small object: the trie mask keeps only
-tokens that continue a KB key; a look-ahead rule re-weights the allowed tokens by how
-much of the question the keys through each token could still cover.
+question → tokens → UniLM → step scores → trie mask → [look-ahead] → beam → key id → KB → answer.
+Like transformers' logits processors, each rule is a small object `rule(scores, ctx) -> scores`
+(kgqa.decoding.context.Rule): it re-weights the allowed tokens, by how much of the question the
+keys through each token could still cover (LCS rules) or by a subject copied from it (SubjectCopy).
+The search has applied the trie mask before them; conf/lookahead/ names them by these classes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -15,58 +16,12 @@ import torch
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
+from kgqa.decoding.context import StepContext, scatter
 from kgqa.keyspace import KeySpace
-
-
-@dataclass
-class StepContext:
-    """What a processor may look at in one step, for N beams (rows)."""
-
-    keyspace: KeySpace
-    questions: list[list[int]]  # question tokens (no special tokens), per question
-    row_question: np.ndarray  # [N] question index of each row
-    prefixes: np.ndarray  # [N, t] target tokens decoded so far
-    states: np.ndarray  # [N] trie node of each row
-    device: torch.device = torch.device("cpu")  # where the step scores live
-    allowed: tuple[np.ndarray, np.ndarray] = field(init=False)  # (row, token) pairs
-    branching_mask: np.ndarray = field(init=False)  # [N] rows that allow more than one token
-    branching: np.ndarray = field(init=False)  # their indices
-
-    def __post_init__(self):
-        self.allowed = self.keyspace.trie.allowed_tokens(self.states)
-        self.branching_mask = np.bincount(self.allowed[0], minlength=len(self.states)) > 1
-        self.branching = np.flatnonzero(self.branching_mask)
-
-    def allowed_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (row, token) pairs as index tensors on the device."""
-        return tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device) for a in self.allowed)
-
-
-def scatter(shape: tuple[int, int], rows: np.ndarray, tokens: np.ndarray, values, device, fill: float = 0.0) -> torch.Tensor:
-    """A tensor on the device, `fill` except for `values` at (rows, tokens): only the pairs travel."""
-    values = torch.as_tensor(values)
-    out = torch.full(shape, fill, dtype=values.dtype, device=device)
-    out[tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in (rows, tokens))] = values.to(device)
-    return out
 
 
 def renormalise(scores: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(scores, dim=-1)
-
-
-class TrieMask:
-    """Only tokens that continue some KB key, renormalised over them; -inf elsewhere (a whole row
-    where nothing is allowed). Computed on the allowed pairs: a log-softmax per row over its pairs."""
-
-    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        rows, tokens = ctx.allowed_index()
-        kept = scores[rows, tokens]
-        row_max = torch.full((len(scores),), float("-inf"), device=scores.device).scatter_reduce(0, rows, kept, "amax")
-        kept = kept - row_max[rows]
-        log_total = torch.zeros(len(scores), device=scores.device).index_add_(0, rows, kept.exp()).log()
-        out = torch.full_like(scores, float("-inf"))
-        out[rows, tokens] = kept - log_total[rows]
-        return out
 
 
 def as_text(tokens, sep: int) -> str:

@@ -1,0 +1,80 @@
+"""From question text to KB answers: the whole decoding path in one object, built from the config here.
+
+question → tokens → UniLM → step scores → trie mask → look-ahead → beam → key id → KB → answer.
+`rules_from_config` is the one place that instantiates a `lookahead` config (conf/lookahead/), and
+`answerer_from_config` the one that builds an Answerer from a run's `decode` and `lookahead` configs:
+the LightningModule, kgqa-predict and the benchmarks all get their Answerer there.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from hydra.utils import instantiate
+
+from kgqa.data.tokenizer import Tokenizer, encode_question
+from kgqa.data.triples import Triple
+from kgqa.decoding.beam import Hypothesis, beam_search
+from kgqa.decoding.context import Rule
+from kgqa.keyspace import KeySpace
+from kgqa.model import UniLM
+
+
+@dataclass(frozen=True)
+class Answer:
+    triple: Triple  # the decoded key with its first object, as the reference answers
+    objects: tuple[str, ...]  # every object of the key, in KB order
+    confidence: float  # probability of the key under the constraint (and look-ahead)
+
+
+class Answerer:
+    def __init__(self, keyspace: KeySpace, tokenizer: Tokenizer, rules: Sequence[Rule] = (), beam: int = 3,
+                 num_return: int = 1, max_question_len: int = 64, batch_size: int = 64):
+        """`rules`: the look-ahead rules, applied in turn after the trie mask (none: the mask alone)."""
+        self.keyspace, self.tokenizer, self.rules = keyspace, tokenizer, list(rules)
+        self.beam, self.num_return = beam, num_return
+        self.max_question_len, self.batch_size = max_question_len, batch_size
+
+    def check_question(self, question: str) -> str:
+        """For user input: a clear message instead of a stack trace."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty")
+        if len(self.tokenizer.encode(question.strip())) > self.max_question_len:
+            raise ValueError(f"the question is longer than {self.max_question_len} tokens (data.max_question_len)")
+        return question.strip()
+
+    def decode(self, model: UniLM, encoded: Sequence[Sequence[int]], by_length: bool = True) -> list[list[Hypothesis]]:
+        """Hypotheses for encoded questions, in their order; decoded in batches of similar length
+        (less padding), or with `by_length=False` in batches in the questions' order."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if by_length else range(len(encoded))
+        out: list[list[Hypothesis]] = [[] for _ in encoded]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            hyps = beam_search(model, self.keyspace, [encoded[i] for i in chunk], self.rules, self.tokenizer.pad_id,
+                               self.beam, self.num_return)
+            for i, per_question in zip(chunk, hyps):
+                out[i] = per_question
+        return out
+
+    def __call__(self, model: UniLM, questions: Sequence[str]) -> list[list[Answer]]:
+        """Answers in the questions' order."""
+        kb = self.keyspace.kb
+        encoded = [encode_question(self.tokenizer, q, self.max_question_len) for q in questions]
+        return [[Answer(Triple(kb.keys[h.key_id], kb.answer(h.key_id)), tuple(kb.objects[h.key_id]),
+                        math.exp(h.log_prob)) for h in per_question] for per_question in self.decode(model, encoded)]
+
+
+def rules_from_config(lookahead: Any) -> list[Rule]:
+    """The look-ahead rules of a `lookahead` config (conf/lookahead/): one rule, a list of them, or none."""
+    if not lookahead:
+        return []
+    rules = instantiate(lookahead, _convert_="all")
+    return list(rules) if isinstance(rules, list) else [rules]
+
+
+def answerer_from_config(keyspace: KeySpace, tokenizer: Tokenizer, decode: Any, lookahead: Any,
+                         max_question_len: int, batch_size: int) -> Answerer:
+    """The Answerer a run's `decode` (beam, num_return) and `lookahead` configs describe."""
+    return Answerer(keyspace, tokenizer, rules_from_config(lookahead), beam=decode["beam"],
+                    num_return=decode.get("num_return", 1), max_question_len=max_question_len, batch_size=batch_size)
