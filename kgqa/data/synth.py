@@ -1,27 +1,10 @@
 """The `kb=synth` source: gold answer triples plus generated distractors.
 
-Without the real 20.5M-triple KB almost every gold subject carries a single
-predicate, so a KB built from gold alone makes the predicate choice trivial under
-constrained decoding. synth_kb adds the confusions the real KB has, drawn only from
-real material (predicates, meanings and objects of the gold triples):
-
-1. Same-entity predicates: each gold entity (subject, meaning) gets
-   `predicates_per_entity` keys in all; `confusable_share` of the extra predicates
-   share a character with a gold predicate of the entity (主讲课程 vs 主要成就,
-   讨厌 vs 喜欢), the rest are drawn uniformly from the predicate pool.
-2. Homonyms: a gold entity with a meaning gets, with probability `homonym_rate`,
-   one or two entities of the same name with another meaning (borrowed from other
-   gold entities, or the empty one a fifth of the time); each carries two random
-   predicates, plus half of the time the gold predicate with another object.
-3. Prefix subjects: with probability `prefix_subject_rate` a subject sharing a
-   prefix with the gold one (the gold name plus one or two characters, or the gold
-   name cut by one character) carries the gold predicate and one random predicate.
-
-Objects are real objects of the same predicate in gold (any gold object when the
-predicate has none left). Gold triples come first, in input order; a distractor
-whose key equals a gold key, or an earlier distractor's key, is skipped, so every
-gold key answers with its gold object and every distractor key has one object.
-Deterministic for a seed: only lists and dicts are iterated, never sets.
+Without the real 20.5M-triple KB almost every gold subject carries a single predicate, so a KB
+built from gold alone makes the predicate choice trivial under constrained decoding. synth_kb adds
+the confusions the real KB has (same-entity look-alike predicates, homonyms, prefix-sharing
+subjects), drawn only from real material of the gold triples. The recipe, its parameters and its
+measured statistics are described once, in experiments/SYNTH_RECIPE.md.
 """
 from __future__ import annotations
 
