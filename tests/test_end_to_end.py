@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cli import printed_json, printed_metrics, run_cli
+from wandb_offline import read_offline_run
 from kgqa.data.kgclue import read_qa
 from kgqa.data.toy import make_toy
-from kgqa.wandb_offline import read_offline_run
 
 
 @pytest.fixture(scope="module")
