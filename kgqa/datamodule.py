@@ -172,6 +172,10 @@ class KgqaDataModule(L.LightningDataModule):
             batch["allowed"] = self.allowed_pairs([t for _, t in pairs])
         return batch
 
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
     def allowed_pairs(self, targets: list[list[int]]) -> torch.Tensor:
         """(position, token) pairs [K, 2]: the tokens the trie allows before each target token, positions
         numbered over the batch's target tokens in row-major order (as UniLM.loss reads them)."""

@@ -77,10 +77,6 @@ class KgqaModule(L.LightningModule):
         if self.trainer.state.fn == "fit":
             self.val_history = list(checkpoint.get("val_history", []))
 
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         o = self.hparams.optim

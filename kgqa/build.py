@@ -1,34 +1,20 @@
-"""What every entry point shares: building the pieces from a config, checkpoints, printing."""
+"""The run's objects from its config: datamodule, module and trainer for a new run, and the same
+construction from the config a checkpoint stores (restore)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-import rich
-import rich.syntax
-import rich.tree
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.errors import CheckpointError
-from kgqa.files import atomic_output
-from kgqa.trusted import trusted_config
-from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer
+from kgqa.checkpoints import AtomicCheckpointIO, load_checkpoint, resolve_checkpoint, tokenizer_from_state
+from kgqa.data.tokenizer import Tokenizer
 from kgqa.datamodule import KgqaDataModule
+from kgqa.errors import CheckpointError
 from kgqa.module import KgqaModule
-
-
-def print_config(cfg: DictConfig) -> None:
-    tree = rich.tree.Tree("config", style="dim")
-    for key, value in cfg.items():
-        body = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        tree.add(str(key)).add(rich.syntax.Syntax(body, "yaml"))
-    rich.print(tree)
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> KgqaDataModule:
@@ -47,57 +33,17 @@ def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
                       lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, then rename: a crash mid-write leaves the previous checkpoint intact."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        with atomic_output(path, "wb") as f:
-            torch.save(checkpoint, f)
-
-    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict[str, Any]:
-        return load_checkpoint(path, map_location)
-
-
-def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True (tensors and plain values, no pickled objects) and a run config
-    that names only the project's own targets (kgqa.trusted); a clear error for a missing, truncated,
-    foreign or untrusted file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not saved by torch): "
-                              f"{type(e).__name__}: {str(e)[:200]}") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or not isinstance(ckpt.get("state_dict"), dict) or "run_config" not in hparams:
-        raise CheckpointError(f"{path} is not a kgqa checkpoint (no state_dict or run config)")
-    ckpt["hyper_parameters"] = trusted_config(dict(hparams), path)
-    return ckpt
-
-
-def tokenizer_from_state(state: Any, path: Path) -> Tokenizer:
-    """The tokenizer a checkpoint was trained with: its character vocabulary, or the pretrained one it
-    names with the characters added in training (so the resized embeddings line up)."""
-    state = state if isinstance(state, dict) else {}
-    try:
-        if is_strings(state.get("vocab")):
-            return CharTokenizer(state["vocab"])
-        if isinstance(state.get("pretrained"), str) and isinstance(state.get("fingerprint"), str) and is_strings(state.get("added")):
-            return PretrainedTokenizer.from_state(state)
-    except ValueError as e:  # a ConfigError too: the pretrained folder is gone
-        raise CheckpointError(f"{path}: {e}") from None
-    raise CheckpointError(f"{path} holds no vocabulary (a kgqa checkpoint keeps its tokenizer's)")
-
-
-def is_strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+def build_logger(cfg: DictConfig):
+    """cfg.logger; Lightning's WandbLogger passes wandb.init anonymous=None, which wandb warns about
+    for any value given, so it is not passed at all."""
+    logger = instantiate(cfg.logger)
+    if isinstance(logger, WandbLogger):
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
-    logger = instantiate(cfg.logger)
-    return instantiate(cfg.trainer, logger=logger, callbacks=[RichProgressBar(), *(callbacks or [])],
+    return instantiate(cfg.trainer, logger=build_logger(cfg), callbacks=[RichProgressBar(), *(callbacks or [])],
                        plugins=[AtomicCheckpointIO()], **overrides)
 
 
@@ -115,16 +61,6 @@ def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpo
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/emf1", mode="max", enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
     return best, last
-
-
-def print_metrics(metrics: dict[str, Any]) -> None:
-    for name in sorted(metrics):
-        print(f"{name}: {float(metrics[name]):.4f}")
-
-
-def resolve_checkpoint(path: str) -> Path:
-    p = Path(path)
-    return p / "checkpoints" / "best.ckpt" if p.is_dir() else p
 
 
 def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule, KgqaModule]:
