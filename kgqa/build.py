@@ -24,12 +24,13 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
                           num_workers=d.get("num_workers", 0), batches_per_bucket=d.get("batches_per_bucket", 50),
                           pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
                           augment=instantiate(cfg.augment) if cfg.get("augment") else None,
-                          trie_targets=cfg.optim.get("trie_loss", 0.0) > 0)
+                          trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0)
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
     c = OmegaConf.to_container(cfg, resolve=True)
-    return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], decode=c["decode"],
+    return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
+                      loss=c.get("loss"), decode=c["decode"],
                       lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
 
 
@@ -69,7 +70,8 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     path = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(path)
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "seed", "factors") if k in run and not (k == "kb" and cfg.get("kb"))]
+    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "seed", "factors")
+            if k in run and not (k == "kb" and cfg.get("kb"))]
     merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
     if cfg.get("data_root"):
         merged.data.root = merged.data.source.root = cfg.data_root

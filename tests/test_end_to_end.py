@@ -90,7 +90,7 @@ def test_truncated_checkpoint_gives_clear_error(toy_run, tmp_path):
 def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("train", "data=kgclue", f"data.root={kgclue_root}", "data.source.limit=48", "trainer.max_epochs=1",
-                   "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "optim.trie_loss=0.5",
+                   "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "loss.trie_loss=0.5",
                    f"hydra.run.dir={run_dir}")
     metrics = printed_metrics(proc)
     assert {"val/em", "val/f1", "val/emf1", "test/em", "test/f1", "test/emf1"} <= set(metrics)

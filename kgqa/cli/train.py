@@ -22,7 +22,8 @@ from kgqa.console import print_config, print_metrics, quiet_console
 from kgqa.trusted import trusted_config
 
 RUN_CONFIG, RUN_INFO = "run_config.yaml", "run.json"
-RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "optim", "decode", "trainer", "logger")
+RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "optim", "scheduler", "loss", "decode",
+                   "trainer", "logger")
 # What a resume may change: more epochs, other resources, another logger, data that moved, extra test decodes.
 RESUME_OVERRIDES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
                     "trainer.strategy", "logger", "data.root", "data.num_workers", "ablation_lookaheads")
