@@ -39,7 +39,7 @@ from kgqa.datamodule import KgqaDataModule
 from kgqa.decoding.answerer import Answerer, rules_from_config
 from kgqa.model import UniLM, build_backbone
 from kgqa.reference import NaiveDecoder
-from kgqa.runtime import load_checkpoint, tokenizer_from_state
+from kgqa.checkpoints import load_checkpoint, tokenizer_from_state
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from kgqa.cli import CONFIG_DIR
-from kgqa.runtime import build_datamodule, build_module, build_trainer
+from kgqa.build import build_datamodule, build_module, build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

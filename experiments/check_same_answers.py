@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from kgqa.model import UniLM, build_backbone
-from kgqa.runtime import build_datamodule
+from kgqa.build import build_datamodule
 
 try:  # the Answerer's home after issue 12, and before it
     from kgqa.decoding.answerer import Answerer

@@ -91,7 +91,7 @@ class KgqaDataModule(L.LightningDataModule):
         """`tokenizer` is given when restoring a trained model (its saved vocabulary); `augment` adds
         training pairs from the KB (kgqa/data/augment.py), after the tokenizer is built from the real ones;
         `batches_per_bucket` = 1 turns length bucketing off; `trie_targets`: training batches carry the
-        trie's allowed tokens at each target position (for the trie loss, optim.trie_loss)."""
+        trie's allowed tokens at each target position (for the trie loss, loss.trie_loss)."""
         super().__init__()
         self.seed = seed  # training batch order depends on (seed, epoch) only
         self.source, self.kb_source, self.target = source, kb_source, target
@@ -171,6 +171,10 @@ class KgqaDataModule(L.LightningDataModule):
         if trie_targets:
             batch["allowed"] = self.allowed_pairs([t for _, t in pairs])
         return batch
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def allowed_pairs(self, targets: list[list[int]]) -> torch.Tensor:
         """(position, token) pairs [K, 2]: the tokens the trie allows before each target token, positions

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.loggers import WandbLogger
 from transformers import get_linear_schedule_with_warmup
@@ -26,11 +27,18 @@ WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
 QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons
 
 
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
+    """The learning rate rises linearly over the first `warmup` share of the steps, then falls linearly to 0."""
+    return get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
+
+
 class KgqaModule(L.LightningModule):
     def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
-                 seed: int = 0, factors: dict | None = None, run_config: dict | None = None):
-        """`factors`: flat config columns for comparing runs; `run_config`: the resolved run config,
-        kept in the checkpoint so a run can be re-created."""
+                 seed: int = 0, factors: dict | None = None, run_config: dict | None = None,
+                 scheduler: dict | None = None, loss: dict | None = None):
+        """`optim`, `scheduler`: partial configs (conf/optim/, conf/scheduler/) built in configure_optimizers;
+        `loss`: conf/loss/; `factors`: flat config columns for comparing runs; `run_config`: the resolved run
+        config, kept in the checkpoint so a run can be re-created."""
         super().__init__()
         self.save_hyperparameters()
         arch = dict(backbone)
@@ -77,25 +85,19 @@ class KgqaModule(L.LightningModule):
         if self.trainer.state.fn == "fit":
             self.val_history = list(checkpoint.get("val_history", []))
 
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        o = self.hparams.optim
-        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], o.get("label_smoothing", 0.0),
-                               o.get("trie_loss", 0.0), batch.get("allowed"))
+        settings = self.hparams.loss
+        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], settings["label_smoothing"],
+                               settings["trie_loss"], batch.get("allowed"))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
         return loss
 
     def configure_optimizers(self):
-        o = self.hparams.optim
-        decay = [p for n, p in self.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}], lr=o["lr"])
-        total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(o["warmup"] * total), total)
+        decay = [p for p in self.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        optimizer = instantiate(self.hparams.optim)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- evaluation ------------------------------------------------------------------

@@ -3,21 +3,41 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from cli import printed_json, printed_metrics, run_cli
+from wandb_offline import read_offline_run
 from kgqa.data.kgclue import read_qa
 from kgqa.data.toy import make_toy
-from kgqa.wandb_offline import read_offline_run
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+def toy_training(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     run_dir = tmp_path_factory.mktemp("toy") / "run"
-    proc = run_cli("train", "trainer.max_epochs=8", f"hydra.run.dir={run_dir}")
+    return run_dir, run_cli("train", "trainer.max_epochs=8", f"hydra.run.dir={run_dir}")
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy_training) -> tuple[Path, dict[str, float]]:
+    run_dir, proc = toy_training
     return run_dir, printed_metrics(proc)
+
+
+CONSOLE_NOISE = ["💡 Tip", "litlogger", "GPU available", "TPU available", "Seed set to", "Restoring states",
+                 "Loaded model weights", "LeafSpec", "transfer_batch_to_device", "anonymous",
+                 "Validate metric", "Test metric"]
+
+
+def test_a_run_prints_only_the_config_progress_and_metrics(toy_training):
+    """Lightning's tips and INFO lines, deprecation warnings from its internals, W&B's anonymous warning
+    and the empty validate/test tables stay off the console; the config and the metrics are there."""
+    _, proc = toy_training
+    console = proc.stdout + proc.stderr
+    assert [noise for noise in CONSOLE_NOISE if noise in console] == []
+    assert proc.stdout.lstrip().startswith("config") and printed_metrics(proc)["val/emf1"] >= 0
 
 
 def test_toy_training_learns_held_out_questions(toy_run):
@@ -70,7 +90,7 @@ def test_truncated_checkpoint_gives_clear_error(toy_run, tmp_path):
 def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("train", "data=kgclue", f"data.root={kgclue_root}", "data.source.limit=48", "trainer.max_epochs=1",
-                   "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "optim.trie_loss=0.5",
+                   "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "loss.trie_loss=0.5",
                    f"hydra.run.dir={run_dir}")
     metrics = printed_metrics(proc)
     assert {"val/em", "val/f1", "val/emf1", "test/em", "test/f1", "test/emf1"} <= set(metrics)

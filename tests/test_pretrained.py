@@ -25,7 +25,7 @@ from kgqa.datamodule import build_tokenizer
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.keyspace import KeySpace
 from kgqa.model import WITH_LM_HEAD, UniLM, build_backbone, load_pretrained_head
-from kgqa.runtime import tokenizer_from_state
+from kgqa.checkpoints import tokenizer_from_state
 
 # The Chinese BERT vocabularies' layout: [PAD], [unused1..99], then [UNK] [CLS] [SEP] [MASK] at 100..103.
 SPECIALS = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

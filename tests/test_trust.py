@@ -20,7 +20,7 @@ from kgqa.cli import CONFIG_DIR
 from kgqa.cli.checks import check_config
 from kgqa.data.toy import make_toy
 from kgqa.errors import CheckpointError, ConfigError
-from kgqa.runtime import load_checkpoint
+from kgqa.checkpoints import load_checkpoint
 from kgqa.trusted import project_targets, trusted_config
 
 SMALL_TOY = ["+data.source.n_entities=300"]

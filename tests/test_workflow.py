@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cli import ROOT, printed_metrics, run_cli
+from wandb_offline import read_offline_run
 from kgqa.cli import CONFIG_DIR
 from kgqa.report import collect, report
-from kgqa.wandb_offline import read_offline_run
 
 SMALL_TOY = ["+data.source.n_entities=300"]
 

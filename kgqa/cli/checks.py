@@ -58,9 +58,9 @@ RULES: dict[str, tuple[Check, str]] = {
     "backbone.arch": one_of(*ARCHITECTURES),
     "optim.lr": number(0.0, float("inf")),
     "optim.weight_decay": number(0.0, float("inf")),
-    "optim.warmup": number(0.0, 1.0),
-    "optim.label_smoothing": number(0.0, 1.0, high_open=True),
-    "optim.trie_loss": number(0.0, 1.0),
+    "scheduler.warmup": number(0.0, 1.0),
+    "loss.label_smoothing": number(0.0, 1.0, high_open=True),
+    "loss.trie_loss": number(0.0, 1.0),
     "trainer.max_epochs": integer(-1),
     "batch_size": POSITIVE,
 }

@@ -6,15 +6,17 @@ from omegaconf import DictConfig
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.report import write_run_metrics
-from kgqa.runtime import build_trainer, finish_loggers, print_config, print_metrics, restore
+from kgqa.build import build_trainer, finish_loggers, restore
+from kgqa.console import print_config, print_metrics, quiet_console
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    quiet_console()
     cfg, dm, module = restore(cfg.ckpt, cfg)
     print_config(cfg)
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
-    (result,) = run(module, dm)
+    (result,) = run(module, dm, verbose=False)
     metrics = {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
     if trainer.is_global_zero:
         write_run_metrics(Path(cfg.output_dir), cfg.factors, metrics, questions=module.question_results,

@@ -11,7 +11,7 @@ from kgqa.data.kgclue import read_qa
 from kgqa.decoding.answerer import answerer_from_config
 from kgqa.errors import ConfigError
 from kgqa.files import atomic_output, refuse_overwrite
-from kgqa.runtime import restore
+from kgqa.build import restore
 
 
 def predict(cfg: DictConfig) -> None:

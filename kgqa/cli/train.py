@@ -17,12 +17,13 @@ from kgqa.cli.checks import check_config
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.files import write_text
 from kgqa.report import write_run_metrics
-from kgqa.runtime import (build_datamodule, build_module, build_trainer, checkpoint_callbacks,
-                          finish_loggers, print_config, print_metrics)
+from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
+from kgqa.console import print_config, print_metrics, quiet_console
 from kgqa.trusted import trusted_config
 
 RUN_CONFIG, RUN_INFO = "run_config.yaml", "run.json"
-RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "optim", "decode", "trainer", "logger")
+RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "optim", "scheduler", "loss", "decode",
+                   "trainer", "logger")
 # What a resume may change: more epochs, other resources, another logger, data that moved, extra test decodes.
 RESUME_OVERRIDES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
                     "trainer.strategy", "logger", "data.root", "data.num_workers", "ablation_lookaheads")
@@ -138,6 +139,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.output_dir)
+    quiet_console()
     print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg)
@@ -153,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for tag, lookahead in decode_variants(cfg):
         module.use_decoding(dm, tag, lookahead)
         for evaluate in (trainer.validate, trainer.test):
-            (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True)
+            (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True, verbose=False)
             metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
     if trainer.is_global_zero:
         write_run_metrics(run_dir, cfg.get("factors", {}), metrics, questions=module.question_results,

@@ -62,7 +62,7 @@ class CharTokenizer:
         return sorted({c for t in texts for c in t} - self._ids.keys())
 
     def state(self) -> dict:
-        """What a checkpoint keeps (kgqa.runtime.tokenizer_from_state reads it back)."""
+        """What a checkpoint keeps (kgqa.checkpoints.tokenizer_from_state reads it back)."""
         return {"vocab": list(self.vocab)}
 
     def save(self, path: str | Path) -> None:

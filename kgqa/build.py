@@ -1,0 +1,89 @@
+"""The run's objects from its config: datamodule, module and trainer for a new run, and the same
+construction from the config a checkpoint stores (restore)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from kgqa.checkpoints import AtomicCheckpointIO, load_checkpoint, resolve_checkpoint, tokenizer_from_state
+from kgqa.data.tokenizer import Tokenizer
+from kgqa.datamodule import KgqaDataModule
+from kgqa.errors import CheckpointError
+from kgqa.module import KgqaModule
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> KgqaDataModule:
+    d = cfg.data
+    return KgqaDataModule(instantiate(d.source), instantiate(cfg.kb), target=cfg.target, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, max_question_len=d.max_question_len,
+                          num_workers=d.get("num_workers", 0), batches_per_bucket=d.get("batches_per_bucket", 50),
+                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
+                          augment=instantiate(cfg.augment) if cfg.get("augment") else None,
+                          trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0)
+
+
+def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
+                      loss=c.get("loss"), decode=c["decode"],
+                      lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
+
+
+def build_logger(cfg: DictConfig):
+    """cfg.logger; Lightning's WandbLogger passes wandb.init anonymous=None, which wandb warns about
+    for any value given, so it is not passed at all."""
+    logger = instantiate(cfg.logger)
+    if isinstance(logger, WandbLogger):
+        logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
+    return instantiate(cfg.trainer, logger=build_logger(cfg), callbacks=[RichProgressBar(), *(callbacks or [])],
+                       plugins=[AtomicCheckpointIO()], **overrides)
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run: the jobs of a multirun share one process, and each must get its own run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
+def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """best.ckpt (by val EMF1) and last.ckpt (every epoch, to resume from; Lightning's save_last
+    only follows saves of the monitored checkpoint, so it can lag behind)."""
+    folder = Path(cfg.output_dir) / "checkpoints"
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/emf1", mode="max", enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
+    return best, last
+
+
+def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule, KgqaModule]:
+    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`.
+    A KB that is not the one the model was trained with is refused unless cfg.allow_kb_change."""
+    path = resolve_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(path)
+    run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
+    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "seed", "factors")
+            if k in run and not (k == "kb" and cfg.get("kb"))]
+    merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
+    if cfg.get("data_root"):
+        merged.data.root = merged.data.source.root = cfg.data_root
+    if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
+        merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
+    state = ckpt.get(KgqaDataModule.__qualname__)
+    dm = build_datamodule(merged, tokenizer_from_state(state, path))
+    dm.setup()
+    dm.check_kb(state.get("kb"), path, allow_change=bool(cfg.get("allow_kb_change", False)))
+    module = build_module(merged, dm.tokenizer.vocab_size)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes: {str(e)[:300]}") from None
+    return merged, dm, module
