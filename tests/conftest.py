@@ -1,3 +1,4 @@
+import inspect
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+E2E_FIXTURES = {"toy_training", "toy_run", "trained_toy", "one_epoch", "toy_ckpt"}  # fixtures that train through the CLI
+
+
+def pytest_collection_modifyitems(items):
+    """A test that trains or runs an entry point in another process is `e2e` (found by the fixtures it
+    uses or the calls it makes; a test that does it through a helper is marked by hand): `-m "not slow
+    and not e2e"` is the fast unit suite; the README's command runs both."""
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function else ""
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or "run_cli(" in source or "subprocess" in source:
+            item.add_marker(pytest.mark.e2e)

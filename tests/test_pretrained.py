@@ -241,6 +241,7 @@ def train_resume_and_decode(tmp_path: Path, question: str, *overrides: str) -> N
     assert any(line.startswith("1. ") for line in proc.stdout.splitlines())
 
 
+@pytest.mark.e2e
 def test_experiment_article_runs_from_one_command(kgclue_root, tmp_path):
     """experiment=article on a replica of its RoFormer-Sim-FT folder and a Knowledge.txt, on the CPU: the one
     command works, with the reference settings, and its run resumes and decodes."""
@@ -257,6 +258,7 @@ def test_experiment_article_runs_from_one_command(kgclue_root, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["chinese_roberta_wwm_ext", "bert_base_chinese"])
 def test_bert_replicas_train_resume_and_decode(kind, tmp_path):
     toy = make_toy(n_entities=300)
