@@ -122,6 +122,10 @@ def test_a_folder_keeps_the_kb_memory_mapped_and_knowledge_txt_round_trips(tmp_p
     same_kb(KbFolder(folder.path).kb, kb)
 
 
+def test_whitespace_is_pythons():
+    assert WHITESPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+
 def test_the_vocabulary_and_encodings_equal_the_per_string_ones(tmp_path):
     kb = read_knowledge_kb(toy_knowledge(tmp_path / "Knowledge.txt", messy=True))
     tokenizer = CharTokenizer.build(kb.strings())
