@@ -73,7 +73,8 @@ FIELD = st.text(CHARS, max_size=6)
 SUBJECT = st.sampled_from(["A（B）", "（B）", "A（）", "A（B（C））", "A）B（C）", "A（B）（C）", "A（ B）", "A（B"]) | FIELD
 WORD = st.text(st.sampled_from("A张（）"), min_size=1, max_size=3) | FIELD
 TRIPLE = st.tuples(SUBJECT, WORD, WORD).map("\t".join)
-LINE = st.lists(FIELD, min_size=1, max_size=4).map("\t".join) | st.sampled_from(["", " ", "\t\t"]) | TRIPLE | TRIPLE
+LINE = (st.lists(FIELD, min_size=1, max_size=4).map("\t".join) | st.sampled_from(["", " ", "\t\t", "\ufeffA\tB\tC"])
+        | TRIPLE | TRIPLE)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,12 +95,12 @@ def test_any_lines_read_the_same(tmp_path_factory, caplog, lines, on_bad_line, c
 
 def test_a_clean_file_is_not_read_line_by_line_and_skips_count(tmp_path, caplog):
     path = tmp_path / "Knowledge.txt"
-    path.write_text("甲（乙）\t丙\t丁\n\n甲\t\t丁\n一\t二\n  \n戊\t己\t庚\n", encoding="utf-8")
+    path.write_text("甲（乙）\t丙\t丁\n\n甲\t\t丁\n一\t二\n  \n戊\t己\t\ufeff庚\n", encoding="utf-8")  # a BOM inside a line stays
     caplog.set_level(logging.INFO)
     kb = read_knowledge_kb(path, "skip")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [f"{path}: skipped 2 bad line(s)"]  # the Arrow path placed them, and counted them once
-    assert [k.full_subject for k in kb.keys] == ["戊", "甲（乙）"]
+    assert [k.full_subject for k in kb.keys] == ["戊", "甲（乙）"] and kb.objects[0] == ["\ufeff庚"]
     with pytest.raises(DataError, match=rf"^{path}:3: expected 3 non-empty tab-separated fields, got 3, field 2 blank"):
         read_knowledge_kb(path)
 

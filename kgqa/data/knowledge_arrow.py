@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 WHITESPACE_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]+"
 SUBJECT_MEANING = f"^(?P<subject>.+){OPEN}(?P<meaning>[^{OPEN}{CLOSE}]+){CLOSE}$"  # split_subject's common case
-NOT_FOR_ARROW = (b"\r", b"\0", BOM)  # a line end, or bytes the line reader drops or reports
+NOT_FOR_ARROW = (b"\r", b"\0", b"\n" + BOM)  # a line end to Arrow; bytes the line reader reports, or drops
 FIELDS = ("subject", "predicate", "object")
 
 
@@ -56,14 +56,14 @@ def read_knowledge_kb(path: str | Path, on_bad_line: str = "error") -> Knowledge
 
 def scan(lines: LineReader) -> None:
     """Check the file holds none of NOT_FOR_ARROW and its gzip data (if any) is whole, a chunk at a time."""
-    tail = b""
+    tail = b"\n"  # a byte-order mark counts at the start of a line only
     try:
         with lines.open() as f:
             while chunk := f.read(1 << 24):
-                found = next((b for b in NOT_FOR_ARROW if b in tail + chunk[:2] or b in chunk), None)
+                found = next((b for b in NOT_FOR_ARROW if b in tail + chunk), None)
                 if found is not None:
                     raise NeedsLineReader(f"it holds {found!r}")
-                tail = chunk[-2:]
+                tail = chunk[-3:]
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise NeedsLineReader(f"gzip trouble: {e}") from None
 
