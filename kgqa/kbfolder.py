@@ -2,9 +2,10 @@
 
     DIR/Knowledge.txt   the base triples (S（M） TAB P TAB O)
     DIR/vocab.json      the character vocabulary the tries were encoded with
-    DIR/kb/             the base KB as columns (KnowledgeBase.save), so loading it reads arrays
-                        instead of parsing Knowledge.txt; used only while Knowledge.txt is the
-                        file they were written from (its size and time are kept with them)
+    DIR/kb/             the base KB as columns (KnowledgeBase.save: .npy indices, Arrow IPC string
+                        tables and objects), so loading it maps arrays instead of parsing
+                        Knowledge.txt; used only while Knowledge.txt is the file they were
+                        written from (its size and time are kept with them)
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
                         add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O]

@@ -68,12 +68,12 @@ def test_the_toy_kb_reads_the_same(tmp_path, caplog, messy, gz):
 
 # Lines of up to 4 fields from characters that test the cleaning: whitespace of every kind, full-width
 # parentheses (nested, unbalanced, empty), a few letters; and blank lines, repeats and bad lines.
-CHARS = st.sampled_from(list("A张（）（）( ") + ["\u3000", "\xa0", "\x85", "\x1c", "\u2028", "\x0b", "\x0c"])
+CHARS = st.sampled_from(list("A张（）（）( \ufeff") + ["\u3000", "\xa0", "\x85", "\x1c", "\u2028", "\x0b", "\x0c"])
 FIELD = st.text(CHARS, max_size=6)
 SUBJECT = st.sampled_from(["A（B）", "（B）", "A（）", "A（B（C））", "A）B（C）", "A（B）（C）", "A（ B）", "A（B"]) | FIELD
 WORD = st.text(st.sampled_from("A张（）"), min_size=1, max_size=3) | FIELD
 TRIPLE = st.tuples(SUBJECT, WORD, WORD).map("\t".join)
-LINE = (st.lists(FIELD, min_size=1, max_size=4).map("\t".join) | st.sampled_from(["", " ", "\t\t", "\ufeffA\tB\tC"])
+LINE = (st.lists(FIELD, min_size=1, max_size=4).map("\t".join) | st.sampled_from(["", " ", "\t\t", "\ufeffA\tB\tC", "\ufeff\ufeffA\tB\tC", "\ufeff", "\ufeff\t\t"])
         | TRIPLE | TRIPLE)
 
 
@@ -95,7 +95,8 @@ def test_any_lines_read_the_same(tmp_path_factory, caplog, lines, on_bad_line, c
 
 def test_a_clean_file_is_not_read_line_by_line_and_skips_count(tmp_path, caplog):
     path = tmp_path / "Knowledge.txt"
-    path.write_text("甲（乙）\t丙\t丁\n\n甲\t\t丁\n一\t二\n  \n戊\t己\t\ufeff庚\n", encoding="utf-8")  # a BOM inside a line stays
+    path.write_text("\ufeff甲（乙）\t丙\t丁\n\n甲\t\t丁\n一\t二\n\ufeff \n戊\t己\t\ufeff庚\n", encoding="utf-8")  # BOMs: dropped at
+    # a line start, kept inside a line
     caplog.set_level(logging.INFO)
     kb = read_knowledge_kb(path, "skip")
     messages = [r.getMessage() for r in caplog.records]

@@ -8,8 +8,7 @@ runs collapsed), then KnowledgeBase.from_arrays sorts and groups them with numpy
 
 What this path cannot place exactly goes to the line-by-line reader (kgclue.read_knowledge), which
 names the file and line: a bad line when bad lines are errors, bytes Arrow would split or read
-differently (CR, NUL, a byte-order mark, text that is not UTF-8), gzip trouble, or a file without
-one valid triple. Bad lines skipped (on_bad_line=skip) are counted here, as that reader counts them.
+differently (CR, NUL, text that is not UTF-8), gzip trouble, or a file without one valid triple. Bad lines skipped (on_bad_line=skip) are counted here, as that reader counts them.
 """
 from __future__ import annotations
 
@@ -33,7 +32,8 @@ log = logging.getLogger(__name__)
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 WHITESPACE_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]+"
 SUBJECT_MEANING = f"^(?P<subject>.+){OPEN}(?P<meaning>[^{OPEN}{CLOSE}]+){CLOSE}$"  # split_subject's common case
-NOT_FOR_ARROW = (b"\r", b"\0", b"\n" + BOM)  # a line end to Arrow; bytes the line reader reports, or drops
+NOT_FOR_ARROW = (b"\r", b"\0")  # a line end to Arrow; bytes the line reader reports
+BOM_CHAR = BOM.decode("utf-8")  # the line reader drops one at the start of a line
 FIELDS = ("subject", "predicate", "object")
 
 
@@ -56,14 +56,14 @@ def read_knowledge_kb(path: str | Path, on_bad_line: str = "error") -> Knowledge
 
 def scan(lines: LineReader) -> None:
     """Check the file holds none of NOT_FOR_ARROW and its gzip data (if any) is whole, a chunk at a time."""
-    tail = b"\n"  # a byte-order mark counts at the start of a line only
     try:
         with lines.open() as f:
+            if f.peek(6)[:6] == BOM * 2:  # Arrow drops the first itself, and the reader here the next
+                raise NeedsLineReader("it starts with two byte-order marks")
             while chunk := f.read(1 << 24):
-                found = next((b for b in NOT_FOR_ARROW if b in tail + chunk), None)
+                found = next((b for b in NOT_FOR_ARROW if b in chunk), None)
                 if found is not None:
                     raise NeedsLineReader(f"it holds {found!r}")
-                tail = chunk[-3:]
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise NeedsLineReader(f"gzip trouble: {e}") from None
 
@@ -73,7 +73,7 @@ def read_with_arrow(lines: LineReader) -> KnowledgeBase:
 
     def other_width(row) -> str:
         try:
-            blank = not row.text.strip()
+            blank = not row.text.removeprefix(BOM_CHAR).strip()
         except UnicodeDecodeError:  # not UTF-8: a bad line to the line reader too
             blank = False
         if not blank:
@@ -90,7 +90,9 @@ def read_with_arrow(lines: LineReader) -> KnowledgeBase:
                                            quoted_strings_can_be_null=False))
     raw = [encode(table.column(name)) for name in FIELDS]  # per field: each row's index, the distinct strings
     del table
-    subjects = pc.utf8_trim(raw[0][1], WHITESPACE)
+    line_starts = raw[0][1]
+    line_starts = pc.if_else(pc.starts_with(line_starts, BOM_CHAR), pc.utf8_slice_codeunits(line_starts, 1), line_starts)
+    subjects = pc.utf8_trim(line_starts, WHITESPACE)
     cleaned = [subjects, pc.utf8_trim(raw[1][1], WHITESPACE), normalise_objects(raw[2][1])]
     blank = [pc.equal(strings, "").to_numpy(zero_copy_only=False)[codes] for strings, (codes, _) in zip(cleaned, raw)]
     keep = ~(blank[0] | blank[1] | blank[2])
