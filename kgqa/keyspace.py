@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from kgqa.data.kb import FIELDS, KnowledgeBase
+from kgqa.data.kb import FIELDS, KnowledgeBase, key_order
 from kgqa.data.strings import Strings, code_points
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer
 from kgqa.data.triples import Key, order_fields
@@ -47,7 +47,7 @@ def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tup
         index, flat, starts, lengths = encode_strings(tokenizer, tables[FIELDS.index(field)])
         parts.append((index[columns[FIELDS.index(field), ids]], flat, starts, lengths))
     codes = np.stack([part[0] for part in parts])
-    by_code = np.lexsort(codes[::-1])  # stable: among equal encodings the lowest id comes first
+    by_code = key_order(list(codes), [len(part[3]) for part in parts])  # stable: among equal encodings the lowest id first
     repeated = np.zeros(len(ids), dtype=bool)
     repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
     repeats = np.flatnonzero(repeated[by_code])  # in code order, the first repeat follows the key it repeats

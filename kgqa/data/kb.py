@@ -84,7 +84,7 @@ class KnowledgeBase:
             rank[order] = np.arange(len(table), dtype=np.int32)
             self.tables.append(Strings(table.take(order)))
             ranked.append(rank[index])
-        order = np.lexsort(ranked[::-1])  # by subject, predicate, meaning; stable, so objects keep file order
+        order = key_order(ranked, [len(t) for t in self.tables])
         sorted_columns = np.stack([c[order] for c in ranked]) if len(order) else np.zeros((3, 0), dtype=np.int32)
         del ranked
         first = np.ones(len(order), dtype=bool)
@@ -93,9 +93,11 @@ class KnowledgeBase:
         del sorted_columns
         key_of = np.cumsum(first) - 1
         objects = indices[3][order].astype(np.int64)
-        _, firsts = np.unique(key_of * max(len(strings[3]), 1) + objects, return_index=True)
-        kept = np.zeros(len(order), dtype=bool)  # an object repeated under its key is kept once
-        kept[firsts] = True
+        kept = np.ones(len(order), dtype=bool)  # an object repeated under its key is kept once
+        shared = np.flatnonzero(~(first & np.append(first[1:], True)))  # the rows of keys with 2+ objects
+        _, firsts = np.unique(key_of[shared] * max(len(strings[3]), 1) + objects[shared], return_index=True)
+        kept[shared] = False
+        kept[shared[firsts]] = True
         self.object_strings = Strings(strings[3].take(objects[kept]))  # key by key, each key's in file order
         self.key_objects = np.zeros(self.columns.shape[1] + 1, dtype=np.int64)  # key i: objects key_objects[i:i+2]
         np.cumsum(np.bincount(key_of[kept], minlength=self.columns.shape[1]), out=self.key_objects[1:])
@@ -283,6 +285,18 @@ class KnowledgeBase:
             "keys_per_entity": round(n_keys / max(len(entities), 1), 2),
             "homonym_names": int((meanings_per_name > 1).sum()),
         }
+
+
+def key_order(columns: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """The stable order of rows by their columns (subject, predicate, meaning ranks), so each key's objects
+    keep file order: one sort of the ranks packed into an int64 when they fit (63 bits), else np.lexsort."""
+    bits = [max(int(size - 1).bit_length(), 1) for size in sizes]
+    if sum(bits) > 63:
+        return np.lexsort(columns[::-1])
+    packed = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, width in zip(columns, bits):
+        packed = (packed << width) | column
+    return np.argsort(packed, kind="stable")
 
 
 class Column(Sequence):

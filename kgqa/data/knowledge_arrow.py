@@ -83,7 +83,7 @@ def read_with_arrow(lines: LineReader) -> KnowledgeBase:
     source = pa.input_stream(str(lines.path), compression="gzip" if lines.path.suffix == ".gz" else None)
     table = csv.read_csv(
         source,
-        read_options=csv.ReadOptions(column_names=list(FIELDS), block_size=1 << 24),
+        read_options=csv.ReadOptions(column_names=list(FIELDS), block_size=1 << 26),
         parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False,
                                        ignore_empty_lines=True, invalid_row_handler=other_width),
         convert_options=csv.ConvertOptions(column_types=dict.fromkeys(FIELDS, STRING), strings_can_be_null=False,
@@ -120,11 +120,13 @@ def encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     encoded = pc.dictionary_encode(values)
     if isinstance(encoded, pa.Array):
         return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
-    encoded = encoded.unify_dictionaries()
     if not encoded.num_chunks:
         return np.zeros(0, dtype=np.int32), pa.array([], type=STRING)
+    last = encoded.chunks[-1].dictionary
+    if any(chunk.dictionary.buffers() != last.buffers() for chunk in encoded.chunks):  # else one shared dictionary
+        encoded = encoded.unify_dictionaries()
     codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks])
-    return codes, encoded.chunk(0).dictionary
+    return codes, encoded.chunks[-1].dictionary
 
 
 def normalise_objects(objects: pa.Array) -> pa.Array:
