@@ -1,20 +1,21 @@
-"""The KB read from a Knowledge.txt at KgCLUE scale (issue 4), against the previous design side by side.
+"""Knowledge.txt → a ready KB folder, and the folder loaded back (issue 13), read by Arrow against the
+line-by-line reader of the commit before it, side by side.
 
     python experiments/bench_kb.py --scale 1.0 --baseline-scale 0.1 --work /tmp/bench_kb
 
-bench_trie.py measures the trie built from token arrays; a user starts from a Knowledge.txt
-(`kgqa-kb kb=file kb.path=... out=DIR`, then runs with `kb=folder kb.path=DIR`), where the KB
-object and the encoding of 20M keys come first. A Knowledge.txt with the official KB's statistics
-times --scale is written (bench_trie's keys; objects drawn from the QA answers); each step runs in
-a fresh process, so its peak RSS is its own:
+A user starts from a Knowledge.txt (`kgqa-kb kb=file kb.path=... out=DIR`, then runs with
+`kb=folder kb.path=DIR`). A Knowledge.txt with the official KB's statistics times --scale is
+written (bench_trie's keys; objects drawn from the QA answers); each step runs in a fresh
+process, so its peak RSS is its own, as kgqa-kb does it:
 
-- columns: `KnowledgeBase(read_knowledge(...))`, the tokenizer from its strings, the key trie
-  (`KeySpace`), the KB folder written (`KbFolder.create`), then loaded back as a run does
-  (`KbFolder(DIR).kb` and its saved trie, memory-mapped), and answers looked up;
-- objects: the previous KnowledgeBase (a Key and a list per key, a dict from key to id, each key
-  encoded alone for the trie), kept here as the baseline, through the same steps up to the trie.
+- build: the KB read from Knowledge.txt, the character vocabulary of its strings, and the folder
+  written (`KbFolder.create`: Knowledge.txt, vocab.json, kb/ columns, the spm key trie);
+- load: the folder loaded as a run does (`KbFolder(DIR).kb` and its saved trie), answers looked up.
 
-Prints the numbers and writes experiments/results/bench_kb-<scale>.json.
+`arrow` is this checkout (kgqa.data.knowledge_arrow); `lines` is the code of --before (by default
+the commit this branch started from, extracted with git archive), run at --baseline-scale only.
+Prints the numbers and writes experiments/results/bench_kb_arrow-<scale>.json, with the load average
+(the machine is shared) before and after each step.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,33 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from bench_trie import ROOT, generate_keys, in_fresh_process, qa_answers, reset_peak_rss, rss_mb
-from kgqa.data.kgclue import read_knowledge
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.tokenizer import CharTokenizer, encode_key
-from kgqa.kbfolder import KbFolder
-from kgqa.keyspace import KeySpace
-from kgqa.trie import Trie
 
-
-class ObjectKB:
-    """The previous KnowledgeBase: a Key object and a list of objects per key, a dict from key to id."""
-
-    def __init__(self, triples):
-        objects: dict = {}
-        for t in triples:
-            objs = objects.setdefault(t.key, [])
-            if t.obj not in objs:
-                objs.append(t.obj)
-        self.keys = sorted(objects)
-        self.objects = [objects[k] for k in self.keys]
-        self.index = {k: i for i, k in enumerate(self.keys)}
-
-    def trie(self, tokenizer, order: str) -> Trie:
-        """As its KeySpace did: each key encoded alone, the first of equal encodings kept."""
-        first: dict = {}
-        for i, key in enumerate(self.keys):
-            first.setdefault(tuple(encode_key(tokenizer, key, order)), i)
-        return Trie.build(list(first), list(first.values()))
+BEFORE = "683e8311"  # the commit before the Arrow reader: KnowledgeBase(read_knowledge(path)), strings as JSON
 
 
 def write_knowledge_file(scale: float, qa_root: Path, path: Path) -> dict:
@@ -82,24 +59,33 @@ def step(out: dict, name: str, fn):
 
 
 def worker(kind: str, path: Path, work: Path) -> dict:
+    """kind: build or load, with the kgqa on PYTHONPATH (this checkout, or the one before)."""
+    from kgqa.data.tokenizer import CharTokenizer
+    from kgqa.kbfolder import KbFolder
+
     reset_peak_rss()
-    out = {"kb": kind, "rss_at_start_mb": round(rss_mb("VmRSS"))}
+    out = {"loadavg_at_start": os.getloadavg(), "rss_at_start_mb": round(rss_mb("VmRSS"))}
     folder_path = work / "folder"
-    if kind == "objects":
-        kb = step(out, "read", lambda: ObjectKB(read_knowledge(path)))
-        tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(s for k in kb.keys for s in (k.subject, k.predicate, k.meaning)))
-        step(out, "trie", lambda: kb.trie(tokenizer, "spm"))
-    elif kind == "columns":
-        kb = step(out, "read", lambda: KnowledgeBase(read_knowledge(path)))
+    if kind == "build":
+        try:
+            from kgqa.data.knowledge_arrow import read_knowledge_kb
+        except ImportError:  # the line-by-line code
+            from kgqa.data.kb import KnowledgeBase
+            from kgqa.data.kgclue import read_knowledge
+            kb = step(out, "read", lambda: KnowledgeBase(read_knowledge(path)))
+            tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(kb.strings()))
+        else:
+            kb = step(out, "read", lambda: read_knowledge_kb(path))
+            tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(kb.characters()))
         out["keys"] = len(kb)
-        tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(kb.strings()))
-        step(out, "trie", lambda: KeySpace(kb, tokenizer, "spm"))
         shutil.rmtree(folder_path, ignore_errors=True)
         step(out, "write_folder", lambda: KbFolder.create(folder_path, kb, tokenizer, ["spm"]))
+        out["ready_folder_seconds"] = round(sum(out[f"{s}_seconds"] for s in ("read", "tokenizer", "write_folder")), 2)
     else:  # load: what a run with kb=folder pays
         folder = KbFolder(folder_path)
         kb = step(out, "load_kb", lambda: folder.kb)
         keyspace = step(out, "load_trie", lambda: folder.keyspace(kb, folder.saved_tokenizer, "spm"))
+        out["load_seconds"] = round(out["load_kb_seconds"] + out["load_trie_seconds"], 2)
         rng = np.random.default_rng(0)
         ids = rng.integers(0, len(kb), 1000).tolist()
         start = time.perf_counter()
@@ -109,16 +95,26 @@ def worker(kind: str, path: Path, work: Path) -> dict:
         found = [kb.key_id(key) for key, _, _ in answers]  # what the gold-key checks ask
         out["key_id_us"] = round((time.perf_counter() - start) / len(ids) * 1e6, 1)
         assert found == ids and len(keyspace.trie.sequence(ids[0])) > 3
-        out["bytes_on_disk"] = sum(p.stat().st_size for p in folder_path.rglob("*") if p.is_file())
+        out["bytes_on_disk"] = {p.name: sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+                                for p in folder_path.iterdir()}
+    out["loadavg_at_end"] = os.getloadavg()
     return out
 
 
-def run_worker(kind: str, path: Path, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--knowledge", str(path), "--work", str(work)]
-    return in_fresh_process(cmd, f"{kind} on {path}")
+def run_worker(kind: str, code: Path, path: Path, work: Path) -> dict:
+    """A worker in a fresh process, with `code` (a folder holding kgqa/) first on its path."""
+    cmd = ["env", f"PYTHONPATH={code}", sys.executable, __file__, "--worker", kind, "--knowledge", str(path),
+           "--work", str(work)]
+    return in_fresh_process(cmd, f"{kind} with {code} on {path}")
 
 
-def measure(scale: float, args, kinds: tuple[str, ...]) -> dict:
+def same_folders(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same Knowledge.txt and vocabulary: the same KB, keys, ids and objects
+    (the trie test of the same KB is in tests/test_kb_arrow.py)."""
+    return all((a / name).read_bytes() == (b / name).read_bytes() for name in ("Knowledge.txt", "vocab.json"))
+
+
+def measure(scale: float, args, codes: dict[str, Path]) -> dict:
     work = args.work / f"scale-{scale}"
     work.mkdir(parents=True, exist_ok=True)
     path = work / "Knowledge.txt"
@@ -126,8 +122,10 @@ def measure(scale: float, args, kinds: tuple[str, ...]) -> dict:
     stats = write_knowledge_file(scale, args.qa_root, path)
     result = {"scale": scale, "generated": stats, "generate_seconds": round(time.perf_counter() - start, 1),
               "knowledge_bytes": path.stat().st_size}
-    for kind in kinds:
-        result[kind] = run_worker(kind, path, work)
+    for name, code in codes.items():
+        result[name] = {kind: run_worker(kind, code, path, work / name) for kind in ("build", "load")}
+    if len(codes) > 1:
+        result["same_knowledge_and_vocab"] = same_folders(*(work / name / "folder" for name in codes))
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -135,28 +133,41 @@ def measure(scale: float, args, kinds: tuple[str, ...]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="times the official KB's size")
-    parser.add_argument("--baseline-scale", type=float, default=0.1, help="KB size run by both designs, for the ratio; 0: skip")
+    parser.add_argument("--baseline-scale", type=float, default=0.1, help="KB size run by both readers; 0: skip")
+    parser.add_argument("--before", default=BEFORE, help="the git revision whose reader is the baseline")
     parser.add_argument("--qa-root", type=Path, default=ROOT.parent / "shared" / "kgclue")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_kb"), help="where the files go (removed after)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default experiments/results/bench_kb-<scale>.json)")
-    parser.add_argument("--worker", choices=("columns", "load", "objects"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default experiments/results/bench_kb_arrow-<scale>.json)")
+    parser.add_argument("--worker", choices=("build", "load"), help=argparse.SUPPRESS)
     parser.add_argument("--knowledge", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.knowledge, args.work)))
         return
+    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     results = {"command": "python experiments/bench_kb.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(),
-               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+               "cpu": cpu, "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "before": args.before}
+    out = args.out or ROOT / "experiments" / "results" / f"bench_kb_arrow-{args.scale}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.baseline_scale:
-        side = measure(args.baseline_scale, args, ("columns", "load", "objects"))
-        side["objects_over_columns"] = {k: round(side["objects"][k] / max(side["columns"][k], 1e-9), 2)
-                                        for k in ("read_seconds", "read_peak_rss_mb", "trie_seconds", "trie_peak_rss_mb")}
+        before = args.work / "before"
+        shutil.rmtree(before, ignore_errors=True)
+        before.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "kgqa"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        side = measure(args.baseline_scale, args, {"lines": before, "arrow": ROOT})
+        side["lines_over_arrow"] = {f"{kind}.{k}": round(side["lines"][kind][k] / max(side["arrow"][kind][k], 1e-9), 2)
+                                    for kind, keys in (("build", ("read_seconds", "ready_folder_seconds",
+                                                                  "write_folder_peak_rss_mb")),
+                                                       ("load", ("load_seconds", "load_trie_peak_rss_mb")))
+                                    for k in keys}
         results["side_by_side"] = side
         print(json.dumps(side, indent=1), flush=True)
-    results["at_scale"] = measure(args.scale, args, ("columns", "load"))
-    print(json.dumps(results["at_scale"], indent=1))
-    out = args.out or ROOT / "experiments" / "results" / f"bench_kb-{args.scale}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+    if args.scale:
+        results["at_scale"] = measure(args.scale, args, {"arrow": ROOT})
+        print(json.dumps(results["at_scale"], indent=1))
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
 

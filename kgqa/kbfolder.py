@@ -2,9 +2,10 @@
 
     DIR/Knowledge.txt   the base triples (S（M） TAB P TAB O)
     DIR/vocab.json      the character vocabulary the tries were encoded with
-    DIR/kb/             the base KB as columns (KnowledgeBase.save), so loading it reads arrays
-                        instead of parsing Knowledge.txt; used only while Knowledge.txt is the
-                        file they were written from (its size and time are kept with them)
+    DIR/kb/             the base KB as columns (KnowledgeBase.save: .npy indices, Arrow IPC string
+                        tables and objects), so loading it maps arrays instead of parsing
+                        Knowledge.txt; used only while Knowledge.txt is the file they were
+                        written from (its size and time are kept with them)
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
                         add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O]
@@ -33,15 +34,19 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from filelock import FileLock
 
 from kgqa.data.kb import Change, KnowledgeBase
-from kgqa.data.kgclue import LineReader, read_knowledge
+from kgqa.data.kgclue import LineReader
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
-from kgqa.data.triples import Key, Triple, split_subject
+from kgqa.data.knowledge_arrow import read_knowledge_kb
+from kgqa.data.strings import STRING, parts
+from kgqa.data.triples import CLOSE, OPEN, Key, Triple, split_subject
 from kgqa.errors import ConfigError, DataError
 from kgqa.files import atomic_output, write_bytes
 from kgqa.keyspace import KeySpace, KeyTooLong, show
@@ -59,10 +64,30 @@ def knowledge_line(t: Triple) -> str:
     return f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n"
 
 
-def as_read_back(triples: Iterable[Triple]) -> KnowledgeBase:
-    """The KB that Knowledge.txt written from `triples` will read as (subjects split, objects normalised
-    as read_knowledge does), built before the file is written: its ids are the ids the tries store."""
-    return KnowledgeBase(Triple.parse(*knowledge_line(t).rstrip("\n").split("\t")) for t in triples)
+def as_read_back(kb: KnowledgeBase) -> KnowledgeBase:
+    """The KB that Knowledge.txt written from `kb` will read as (subjects split, objects normalised
+    as read_knowledge does), built before the file is written: its ids are the ids the tries store.
+    A KB read from a Knowledge.txt (or saved from one) already is, without changes: reading is a fixed point."""
+    if kb.read_back and not kb.added and not kb.changed:
+        return kb
+    return KnowledgeBase(Triple.parse(*knowledge_line(t).rstrip("\n").split("\t")) for t in kb.triples())
+
+
+def knowledge_text(kb: KnowledgeBase, keys_at_a_time: int = 1 << 20) -> Iterator[memoryview]:
+    """The lines of Knowledge.txt (knowledge_line per triple, keys in id order) of a KB without changes, as
+    UTF-8 bytes a chunk of keys at a time: joined by Arrow, not by a Python call per line."""
+    subjects, predicates, meanings = (table.array for table in kb.tables)
+    for a in range(0, kb.num_base, keys_at_a_time):
+        b = min(a + keys_at_a_time, kb.num_base)
+        s, p, m = (table.take(column[a:b]) for table, column in zip((subjects, predicates, meanings), kb.columns))
+        open_, close, tab, newline, nothing = (pa.scalar(text, type=STRING) for text in (OPEN, CLOSE, "\t", "\n", ""))
+        full_subject = pc.if_else(pc.equal(m, nothing), s, pc.binary_join_element_wise(s, open_, m, close, nothing))
+        per_object = np.repeat(np.arange(b - a), np.diff(kb.key_objects[a : b + 1]))
+        first, last = int(kb.key_objects[a]), int(kb.key_objects[b])
+        objects = kb.object_strings.array.slice(first, last - first)
+        lines = pc.binary_join_element_wise(full_subject.take(per_object), p.take(per_object), objects, tab)
+        offsets, data = parts(pc.binary_join_element_wise(lines, nothing, newline))
+        yield memoryview(data[offsets[0] : offsets[-1]])
 
 
 CHANGE_FIELDS = {"add": (3,), "delete": (2, 3)}  # S（M） TAB P TAB O; a delete may leave out O (every object)
@@ -158,7 +183,7 @@ class KbFolder:
         Every key is checked before the first file is written; `source` (the file the KB was read
         from) is named with the line of a key that cannot be written."""
         path = Path(path)
-        base = as_read_back(kb.triples())
+        base = as_read_back(kb)
         tries = tries_of(base, tokenizer, orders, source)
         path.mkdir(parents=True, exist_ok=True)
         with folder_lock(path):
@@ -224,7 +249,7 @@ class KbFolder:
         if columns.exists():
             log.info("%s changed since %s/ was written: reading it (kgqa-kb action=merge writes them again)", KNOWLEDGE, columns)
         try:
-            return KnowledgeBase(read_knowledge(self.path / KNOWLEDGE))
+            return read_knowledge_kb(self.path / KNOWLEDGE)
         except UnicodeDecodeError as e:
             raise DataError(f"{self.path / KNOWLEDGE}: not UTF-8 text ({e}); restore it, or write the folder again "
                             f"from the KB's source (kgqa-kb out=DIR)") from None
@@ -345,7 +370,7 @@ class KbFolder:
         again is safe (replaying the log on the merged KB changes nothing)."""
         with self.lock:
             self.forget()
-            base = as_read_back(self.kb.triples())
+            base = as_read_back(self.kb)
             write_base(self.path, base, tries_of(base, self.saved_tokenizer, self.orders, self.path / KNOWLEDGE,
                                                  self.path / CHANGES))
             (self.path / CHANGES).unlink(missing_ok=True)
@@ -376,8 +401,8 @@ def write_base(path: Path, base: KnowledgeBase, tries: dict[str, Trie]) -> None:
     """A folder's Knowledge.txt, its columns and the tries of `tries`' orders (the others go), each written
     aside and swapped in. Knowledge.txt goes first: if this stops half-way, the columns are not used (their
     source stamp differs) and the tries no longer match and say so."""
-    with atomic_output(path / KNOWLEDGE) as f:
-        f.writelines(map(knowledge_line, base.triples()))
+    with atomic_output(path / KNOWLEDGE, "wb") as f:
+        f.writelines(knowledge_text(base))
     KbFolder.swap_in(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
     for order, trie in tries.items():
         KbFolder.swap_in(path / f"trie-{order}", trie.save)

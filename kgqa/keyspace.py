@@ -6,8 +6,9 @@ import logging
 
 import numpy as np
 
-from kgqa.data.kb import FIELDS, KnowledgeBase
-from kgqa.data.tokenizer import Tokenizer
+from kgqa.data.kb import FIELDS, KnowledgeBase, key_order
+from kgqa.data.strings import Strings, code_points
+from kgqa.data.tokenizer import CharTokenizer, Tokenizer
 from kgqa.data.triples import Key, order_fields
 from kgqa.errors import DataError
 from kgqa.trie import MAX_LENGTH, KeyTrie, Trie, copy_segments, smallest_uint
@@ -36,22 +37,17 @@ def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tup
     per part, in the target order), and how many keys were left out (with a warning naming one) for
     encoding like another. A key too long for a trie is a KeyTooLong, raised before any trie is built.
 
-    Each distinct subject, predicate and meaning is encoded once and the keys are assembled with
-    array copies: no Python object per key, for 20M keys. Keys whose tokens are the same (strings
+    Each distinct subject, predicate and meaning is encoded once (encode_strings) and the keys are
+    assembled with array copies: no Python object per key, for 20M keys. Keys whose tokens are the same (strings
     the tokenizer cannot tell apart, e.g. characters it maps to [UNK]) keep the lowest id only."""
     tables, columns = kb.field_indices()
     ids = np.flatnonzero(kb.live_mask())
     parts = []  # per part in the target order: each key's encoding index; the flat encodings, their starts and lengths
     for field in order_fields(order):
-        table = tables[FIELDS.index(field)]
-        encodings: dict[tuple[int, ...], int] = {}  # distinct encodings, so equal encodings share an index
-        index = np.fromiter((encodings.setdefault(tuple(tokenizer.encode(t)), len(encodings)) for t in table),
-                            dtype=np.int64, count=len(table))
-        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-        flat = np.fromiter(itertools.chain.from_iterable(encodings), dtype=np.int64, count=int(lengths.sum()))
-        parts.append((index[columns[FIELDS.index(field), ids]], flat, np.cumsum(lengths) - lengths, lengths))
+        index, flat, starts, lengths = encode_strings(tokenizer, tables[FIELDS.index(field)])
+        parts.append((index[columns[FIELDS.index(field), ids]], flat, starts, lengths))
     codes = np.stack([part[0] for part in parts])
-    by_code = np.lexsort(codes[::-1])  # stable: among equal encodings the lowest id comes first
+    by_code = key_order(list(codes), [len(part[3]) for part in parts])  # stable: among equal encodings the lowest id first
     repeated = np.zeros(len(ids), dtype=bool)
     repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
     repeats = np.flatnonzero(repeated[by_code])  # in code order, the first repeat follows the key it repeats
@@ -76,6 +72,27 @@ def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tup
             copy_segments(tokens, at, flat, starts[index], lengths[index])
             at = at + lengths[index] + 1  # past the part and its [SEP]
     return tokens, key_lengths, ids, int(repeated.sum())
+
+
+def encode_strings(tokenizer: Tokenizer, strings: Strings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per string the index of its encoding, and the distinct encodings (flat tokens, starts, lengths), as
+    tokenizer.encode gives them. A character vocabulary encodes all strings at once from their code points
+    (distinct strings, distinct encodings, while none has an [UNK]); another tokenizer, one call per string."""
+    if isinstance(tokenizer, CharTokenizer):
+        points, starts = code_points(strings.array)
+        ids = np.full(int(points.max(initial=0)) + 1, tokenizer.unk_id, dtype=np.int64)
+        for i, char in enumerate(tokenizer.vocab):  # as its dict: the last entry of a character wins
+            if len(char) == 1 and ord(char) < len(ids):
+                ids[ord(char)] = i
+        flat = ids[points]
+        if not (flat == tokenizer.unk_id).any():
+            return np.arange(len(strings)), flat, starts[:-1], np.diff(starts)
+    encodings: dict[tuple[int, ...], int] = {}  # distinct encodings, so equal encodings share an index
+    index = np.fromiter((encodings.setdefault(tuple(tokenizer.encode(t)), len(encodings)) for t in strings),
+                        dtype=np.int64, count=len(strings))
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    flat = np.fromiter(itertools.chain.from_iterable(encodings), dtype=np.int64, count=int(lengths.sum()))
+    return index, flat, np.cumsum(lengths) - lengths, lengths
 
 
 class KeyTokens:

@@ -8,6 +8,8 @@ a load reads every byte once (~1 GB/s), where the memory maps alone would read o
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import tokenize
 import zlib
 from pathlib import Path
@@ -22,12 +24,15 @@ REBUILD = "rebuild it with kgqa-kb (out=DIR, or action=merge kb_dir=DIR for a KB
 
 
 def fingerprint(path: Path) -> list[int]:
-    """[size, CRC-32] of a file, read in chunks."""
+    """[size, CRC-32] of a file, memory-mapped and read in chunks (no copy: a GB of columns checks in about a second)."""
     crc = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            crc = zlib.crc32(chunk, crc)
-    return [path.stat().st_size, crc]
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+                for start in range(0, size, 1 << 24):
+                    crc = zlib.crc32(view[start : start + (1 << 24)], crc)
+    return [size, crc]
 
 
 def write_header(folder: Path, name: str, header: dict) -> None:

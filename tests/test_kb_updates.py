@@ -179,9 +179,9 @@ def test_the_base_kb_is_loaded_from_its_columns_while_knowledge_txt_is_the_same(
 
 
 def test_saved_columns_that_do_not_fit_together_are_refused(folder):
-    objects = folder.path / "kb" / "objects.txt"
-    objects.write_text(objects.read_text(encoding="utf-8")[:-1], encoding="utf-8")
-    with pytest.raises(DataError, match="objects.txt: truncated since it was saved .*rebuild it with kgqa-kb"):
+    objects = folder.path / "kb" / "objects.arrow"
+    objects.write_bytes(objects.read_bytes()[:-1])
+    with pytest.raises(DataError, match="objects.arrow: truncated since it was saved .*rebuild it with kgqa-kb"):
         KnowledgeBase.load(folder.path / "kb")
     with pytest.raises(ValueError, match="not a saved kgqa KB"):
         KnowledgeBase.load(folder.path / "trie-spm")

@@ -48,7 +48,7 @@ def build_kb(cfg: DictConfig) -> dict:
     if cfg.out:
         kb_file = kb_input(cfg)
         kb_file = kb_file / KNOWLEDGE if kb_file and kb_file.is_dir() else kb_file
-        folder = KbFolder.create(cfg.out, kb, CharTokenizer.build(kb.strings()), [cfg.target], source=kb_file)
+        folder = KbFolder.create(cfg.out, kb, CharTokenizer.build(kb.characters()), [cfg.target], source=kb_file)
         print(f"wrote {folder.path}/Knowledge.txt, vocab.json and trie-{cfg.target}/")
     return stats
 

@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from kgqa.data.strings import STRING, Strings, as_strings, code_points
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import DataError
-from kgqa.saved import REBUILD, load_array, read_header, read_json, write_header
+from kgqa.saved import REBUILD, load_array, read_header, write_header
 
 FIELDS = ("subject", "predicate", "meaning")
-FORMAT = "kgqa-kb-v2"  # v2: kb.json lists each file's size and CRC-32
-ARRAYS = ("columns", "key_objects", "object_offsets")
-META, TABLES, OBJECTS = "kb.json", "tables.json", "objects.txt"
-FILES = [f"{name}.npy" for name in ARRAYS] + [OBJECTS, TABLES]
+FORMAT = "kgqa-kb-v3"  # v3: the string tables and the objects as Arrow IPC files
+ARRAYS = ("columns", "key_objects")
+META = "kb.json"
+STRING_FILES = ("subjects.arrow", "predicates.arrow", "meanings.arrow", "objects.arrow")
+FILES = [f"{name}.npy" for name in ARRAYS] + list(STRING_FILES)
 
 
 @dataclass(frozen=True)
@@ -40,75 +44,85 @@ class KnowledgeBase:
 
     Stored as columns, not as Python objects per triple, so that KgCLUE's 20M-triple KB fits in
     a few GB: the distinct subjects, predicates and meanings are sorted string tables, a key is
-    three indices into them (`columns`), and the objects are one string cut by offsets.
+    three indices into them (`columns`), and the objects are one Arrow string array (kgqa/data/strings.py).
 
     An updated KB (`updated`) keeps every id: a new key gets the next one, and a key left without
     objects keeps its id but is no longer in the KB, so a trie over the old ids stays valid. The
     changes live beside the columns (new keys, and the objects of every changed key).
     """
 
+    read_back = False  # True when the KB is what its Knowledge.txt reads as (a reader's, or a saved one)
+
     def __init__(self, triples: Iterable[Triple]):
-        lookups: list[dict[str, int]] = [{}, {}, {}]  # string -> index, in first-seen order
-        seen = [array("i"), array("i"), array("i")]
-        objects: list[str] = []
+        lookups: list[dict[str, int]] = [{}, {}, {}, {}]  # string -> index, in first-seen order
+        seen = [array("i"), array("i"), array("i"), array("i")]
         for t in triples:
-            for lookup, column, text in zip(lookups, seen, (t.key.subject, t.key.predicate, t.key.meaning)):
+            for lookup, column, text in zip(lookups, seen, (t.key.subject, t.key.predicate, t.key.meaning, t.obj)):
                 column.append(lookup.setdefault(text, len(lookup)))
-            objects.append(t.obj)
-        self.tables: list[list[str]] = []
-        ranked = []
-        for lookup, column in zip(lookups, seen):  # index by rank, so keys sort as their strings do
-            strings = list(lookup)
-            order = sorted(range(len(strings)), key=strings.__getitem__)
-            rank = np.empty(len(strings), dtype=np.int32)
-            rank[order] = np.arange(len(strings), dtype=np.int32)
-            self.tables.append([strings[i] for i in order])
-            ranked.append(rank[np.frombuffer(column, dtype=np.int32)])
-        del lookups, seen
-        order = np.lexsort(ranked[::-1])  # by subject, predicate, meaning; stable, so objects keep file order
+        strings = [as_strings(list(lookup)) for lookup in lookups]
+        del lookups
+        self._build(strings, [np.frombuffer(column, dtype=np.int32) for column in seen])
+
+    @classmethod
+    def from_arrays(cls, strings: list[pa.Array], indices: list[np.ndarray]) -> "KnowledgeBase":
+        """The KB of the triples (strings[f][indices[f][t]] for f in subject, predicate, meaning, object):
+        per field its distinct strings in any order (those no triple uses are left out), per triple the
+        index of each field's string."""
+        kb = cls.__new__(cls)
+        kb._build([as_strings(a) for a in strings], indices)
+        return kb
+
+    def _build(self, strings: list[pa.Array], indices: list[np.ndarray]) -> None:
+        ranked, self.tables = [], []
+        for table, index in zip(strings[:3], indices[:3]):  # index by rank, so keys sort as their strings do
+            used = np.zeros(len(table), dtype=bool)
+            used[index] = True
+            if not used.all():  # strings no triple uses are no part of the tables
+                table, index = table.filter(used), (np.cumsum(used, dtype=np.int32) - 1)[index]
+            order = pc.array_sort_indices(table).to_numpy()  # UTF-8 byte order: str's code-point order
+            rank = np.empty(len(table), dtype=np.int32)
+            rank[order] = np.arange(len(table), dtype=np.int32)
+            self.tables.append(Strings(table.take(order)))
+            ranked.append(rank[index])
+        order = key_order(ranked, [len(t) for t in self.tables])
         sorted_columns = np.stack([c[order] for c in ranked]) if len(order) else np.zeros((3, 0), dtype=np.int32)
+        del ranked
         first = np.ones(len(order), dtype=bool)
         first[1:] = (sorted_columns[:, 1:] != sorted_columns[:, :-1]).any(0)
         self.columns = sorted_columns[:, first]  # [3, keys]
+        del sorted_columns
         key_of = np.cumsum(first) - 1
+        objects = indices[3][order].astype(np.int64)
         kept = np.ones(len(order), dtype=bool)  # an object repeated under its key is kept once
-        starts = np.flatnonzero(first)
-        sizes = np.diff(np.append(starts, len(order)))
-        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            distinct: set[str] = set()
-            for j in range(start, start + size):
-                text = objects[order[j]]
-                kept[j] = text not in distinct
-                distinct.add(text)
-        kept_objects = [objects[i] for i in order[kept].tolist()]
-        del objects
-        self.object_text = "".join(kept_objects)
-        self.object_offsets = np.zeros(len(kept_objects) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, kept_objects), dtype=np.int64, count=len(kept_objects)), out=self.object_offsets[1:])
+        shared = np.flatnonzero(~(first & np.append(first[1:], True)))  # the rows of keys with 2+ objects
+        _, firsts = np.unique(key_of[shared] * max(len(strings[3]), 1) + objects[shared], return_index=True)
+        kept[shared] = False
+        kept[shared[firsts]] = True
+        self.object_strings = Strings(strings[3].take(objects[kept]))  # key by key, each key's in file order
         self.key_objects = np.zeros(self.columns.shape[1] + 1, dtype=np.int64)  # key i: objects key_objects[i:i+2]
         np.cumsum(np.bincount(key_of[kept], minlength=self.columns.shape[1]), out=self.key_objects[1:])
         self._index()
 
     def _index(self) -> None:
-        self.lookups = [{s: i for i, s in enumerate(table)} for table in self.tables]
         self.added: list[Key] = []  # keys new since the columns, ids after theirs
         self.added_index: dict[Key, int] = {}
         self.changed: dict[int, list[str]] = {}  # the objects of every key a change touched
         self.keys, self.objects = KeyColumn(self), ObjectColumn(self)
 
-    # --- files: the columns as they are, so loading a big KB is reading, not parsing ------
+    # --- files: the columns as they are, so loading a big KB is mapping, not parsing ------
     def save(self, folder: str | Path, source: dict | None = None) -> None:
-        """The columns as .npy arrays, the string tables as JSON, the objects as one UTF-8 text; `source`
-        (e.g. the size and time of the Knowledge.txt they were read from) is kept in the small kb.json,
-        with every file's size and CRC-32 (kgqa/saved.py). Written into a fresh folder, which the caller swaps in."""
+        """The key columns as .npy arrays, the string tables and the objects as Arrow IPC files (one column
+        each; pandas, polars and duckdb read them too); `source` (e.g. the size and time of the Knowledge.txt
+        they were read from) is kept in the small kb.json, with every file's size and CRC-32
+        (kgqa/saved.py). Written into a fresh folder, which the caller swaps in."""
         if self.added or self.changed:
             raise ValueError("only a KB without changes is saved as columns (merge the changes first)")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
-        (folder / OBJECTS).write_bytes(self.object_text.encode("utf-8"))
-        (folder / TABLES).write_text(json.dumps(dict(zip(FIELDS, self.tables)), ensure_ascii=False), encoding="utf-8")
+        for name, strings in zip(STRING_FILES, [*self.tables, self.object_strings]):
+            save_strings(folder / name, strings.array)
         write_header(folder, META, {"format": FORMAT, "keys": self.num_base, "source": source})
 
     @staticmethod
@@ -129,35 +143,25 @@ class KnowledgeBase:
         folder = Path(folder)
         meta = read_header(folder, META, FORMAT, FILES, "kgqa KB", REBUILD)
         kb = cls.__new__(cls)
-        tables = read_json(folder / TABLES, REBUILD)
-        if not (isinstance(tables, dict) and all(isinstance(tables.get(f), list) for f in FIELDS)
-                and all(isinstance(s, str) for f in FIELDS for s in tables[f])):
-            raise DataError(f"{folder / TABLES}: not the KB's string tables ({', '.join(FIELDS)}); {REBUILD}")
-        kb.tables = [tables[f] for f in FIELDS]
-        kb.columns, kb.key_objects, kb.object_offsets = (
-            load_array(folder / f"{name}.npy", REBUILD, ndim=ndim) for name, ndim in zip(ARRAYS, (2, 1, 1)))
-        try:
-            kb.object_text = (folder / OBJECTS).read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{folder / OBJECTS}: not UTF-8 text ({e}); {REBUILD}") from None
+        kb.columns, kb.key_objects = (load_array(folder / f"{name}.npy", REBUILD, ndim=ndim)
+                                      for name, ndim in zip(ARRAYS, (2, 1)))
+        *kb.tables, kb.object_strings = (Strings(load_strings(folder / name, REBUILD)) for name in STRING_FILES)
         n = meta.get("keys")
         for name, fits in kb.fits(n if isinstance(n, int) else -1).items():
             if not fits:
                 raise DataError(f"{folder / name}: does not fit the saved KB's other files (a partial write?); {REBUILD}")
+        kb.read_back = True
         kb._index()
         return kb
 
     def fits(self, n: int) -> dict[str, bool]:
         """Per file of a saved KB of `n` keys, whether it fits the files before it."""
         keys_ok = self.columns.shape == (3, n) and len(self.key_objects) == n + 1
-        offsets_ok = keys_ok and len(self.object_offsets) == int(self.key_objects[-1]) + 1
-        return {
-            "columns.npy": self.columns.shape == (3, n),
-            "key_objects.npy": keys_ok,
-            "object_offsets.npy": offsets_ok,
-            OBJECTS: offsets_ok and int(self.object_offsets[-1]) == len(self.object_text),
-            TABLES: all(len(t) > int(c.max(initial=-1)) for t, c in zip(self.tables, self.columns)),
-        }
+        fits = {"columns.npy": self.columns.shape == (3, n), "key_objects.npy": keys_ok}
+        for name, table, column in zip(STRING_FILES, self.tables, self.columns):
+            fits[name] = len(table) > int(column.max(initial=-1))
+        fits[STRING_FILES[3]] = keys_ok and int(self.key_objects[-1]) == len(self.object_strings)
+        return fits
 
     @property
     def num_base(self) -> int:
@@ -172,7 +176,7 @@ class KnowledgeBase:
         """The key's id, deleted or not; None if it never was a key."""
         if key in self.added_index:
             return self.added_index[key]
-        s, p, m = (lookup.get(text) for lookup, text in zip(self.lookups, (key.subject, key.predicate, key.meaning)))
+        s, p, m = (table.find(text) for table, text in zip(self.tables, (key.subject, key.predicate, key.meaning)))
         if s is None or p is None or m is None:
             return None
         lo, hi = np.searchsorted(self.columns[0], np.array([s, s + 1], dtype=self.columns.dtype))  # the subject's keys
@@ -240,21 +244,29 @@ class KnowledgeBase:
         for key in self.added:
             yield from (key.subject, key.predicate, key.meaning)
 
-    def field_indices(self) -> tuple[list[list[str]], np.ndarray]:
+    def field_indices(self) -> tuple[list[Strings], np.ndarray]:
         """Per field, its strings (the table, then those only added keys use) and [3, len(self)] indices of
         every key's fields into them: keys as numbers, for whole-KB work without a Python object per key."""
-        tables, columns = [list(t) for t in self.tables], np.zeros((3, len(self)), dtype=np.int64)
+        tables, columns = list(self.tables), np.zeros((3, len(self)), dtype=np.int64)
         columns[:, : self.num_base] = self.columns
-        for f, (table, lookup) in enumerate(zip(tables, self.lookups)):
+        for f, table in enumerate(self.tables):
             extra: dict[str, int] = {}
             for i, key in enumerate(self.added, self.num_base):
                 text = getattr(key, FIELDS[f])
-                index = lookup.get(text)
+                index = table.find(text)
                 if index is None:
                     index = extra.setdefault(text, len(table) + len(extra))
                 columns[f, i] = index
-            table += list(extra)
+            if extra:
+                tables[f] = Strings(pa.concat_arrays([table.array, as_strings(list(extra))]))
         return tables, columns
+
+    def characters(self) -> list[str]:
+        """The distinct characters of every subject, predicate and meaning (`strings`), sorted: what a
+        character vocabulary is built from, found with numpy rather than a Python call per string."""
+        arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added for s in
+                                                                       (key.subject, key.predicate, key.meaning)])]
+        return [chr(c) for c in np.unique(np.concatenate([code_points(a)[0] for a in arrays])).tolist()]
 
     def stats(self) -> dict[str, float]:
         _, columns = self.field_indices()
@@ -273,6 +285,18 @@ class KnowledgeBase:
             "keys_per_entity": round(n_keys / max(len(entities), 1), 2),
             "homonym_names": int((meanings_per_name > 1).sum()),
         }
+
+
+def key_order(columns: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """The stable order of rows by their columns (subject, predicate, meaning ranks), so each key's objects
+    keep file order: one sort of the ranks packed into an int64 when they fit (63 bits), else np.lexsort."""
+    bits = [max(int(size - 1).bit_length(), 1) for size in sizes]
+    if sum(bits) > 63:
+        return np.lexsort(columns[::-1])
+    packed = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, width in zip(columns, bits):
+        packed = (packed << width) | column
+    return np.argsort(packed, kind="stable")
 
 
 class Column(Sequence):
@@ -315,5 +339,24 @@ class ObjectColumn(Column):
         kb = self.kb
         if i in kb.changed:
             return list(kb.changed[i])
-        cuts = kb.object_offsets[kb.key_objects[i] : kb.key_objects[i + 1] + 1].tolist()
-        return [kb.object_text[a:b] for a, b in zip(cuts, cuts[1:])]
+        return [kb.object_strings.item(j) for j in range(kb.key_objects[i], kb.key_objects[i + 1])]
+
+
+def save_strings(path: Path, array: pa.Array) -> None:
+    """A large_string array as an Arrow IPC file of one column named after the file (subjects.arrow: subject)."""
+    table = pa.table({path.stem.removesuffix("s"): array})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def load_strings(path: Path, fix: str) -> pa.Array:
+    """An array saved with save_strings, memory-mapped (the strings are not copied), or a DataError naming the file."""
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: not a readable Arrow IPC file ({e}); {fix}") from None
+    column = path.stem.removesuffix("s")
+    if table.column_names != [column] or table.schema.types[0] != STRING or table.column(0).null_count:
+        raise DataError(f"{path}: not one {column} column of strings ({table.schema}); {fix}")
+    chunks = table.column(0).chunks
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks) if chunks else pa.array([], type=STRING)

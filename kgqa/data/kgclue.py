@@ -87,13 +87,16 @@ class LineReader:
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 where = f"after line {lineno}" if lineno else "before its first line"
                 raise DataError(f"{self.path}: truncated or corrupt gzip data {where} ({e})") from None
-        if self.skipped:
-            log.warning("%s: skipped %d bad line(s)", self.path, self.skipped)
+        self.log_skipped()
         if non_blank == self.skipped and not self.empty_ok:
             if self.skipped:
                 raise DataError(f"{self.path}: no valid {self.what}: "
                                 f"all {self.skipped} non-blank line(s) were bad and skipped")
             raise DataError(f"{self.path}: empty: no {self.what}" + (" (only blank lines)" if lineno else ""))
+
+    def log_skipped(self) -> None:
+        if self.skipped:
+            log.warning("%s: skipped %d bad line(s)", self.path, self.skipped)
 
     def open(self) -> IO[bytes]:
         """The file's bytes, uncompressed; a file-level problem (wrong compression, UTF-16) is a DataError."""

@@ -10,7 +10,8 @@ from functools import cached_property
 from pathlib import Path
 
 from kgqa.data.kb import KnowledgeBase
-from kgqa.data.kgclue import QAExample, read_knowledge, read_qa
+from kgqa.data.kgclue import QAExample, read_qa
+from kgqa.data.knowledge_arrow import read_knowledge_kb
 from kgqa.data.synth import synth_kb
 from kgqa.data.toy import ToyData, make_toy
 from kgqa.data.triples import Triple
@@ -103,7 +104,7 @@ class FileKB:
     def build(self, data) -> KnowledgeBase:
         if not self.path.is_file():
             raise FileNotFoundError(f"KB file not found: {self.path} (set kb.path=...)")
-        kb = KnowledgeBase(read_knowledge(self.path, self.on_bad_line))
+        kb = read_knowledge_kb(self.path, self.on_bad_line)
         unanswerable = sum(e.triple.key not in kb for split in SPLITS for e in data.splits[split])
         if unanswerable:
             log.warning("%d labelled questions have a gold key that is not in %s", unanswerable, self.path)
