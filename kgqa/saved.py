@@ -2,8 +2,11 @@
 the format and the size and CRC-32 of every file beside it, read back checked.
 
 A truncated, emptied, overwritten or foreign file is then a DataError that names it and says how
-to get a good one, never a numpy or JSON traceback and never a trie walking garbage. The price:
-a load reads every byte once (~1 GB/s), where the memory maps alone would read only what is used.
+to get a good one, never a numpy or JSON traceback and never a trie walking garbage. Reading every
+byte costs about a second per GB, so a file of REREAD_ABOVE bytes or more whose size and
+modification time are still those the header recorded is not read again (a write through the file
+system changes the time; the 954 MB trie of the full KB then loads in memory-map time); smaller
+files, and any large one whose time changed (a copy without times kept, an edit), are checked whole.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from kgqa.errors import DataError
 from kgqa.files import write_text
 
+REREAD_ABOVE = 64 << 20  # bytes: larger files unchanged since written (size, mtime) are not re-read
 REBUILD = "rebuild it with kgqa-kb (out=DIR, or action=merge kb_dir=DIR for a KB folder)"
 
 
@@ -36,8 +40,10 @@ def fingerprint(path: Path) -> list[int]:
 
 
 def write_header(folder: Path, name: str, header: dict) -> None:
-    """`name` (JSON) with `header` and the fingerprint of every other file of the folder, written last."""
-    files = {p.name: fingerprint(p) for p in sorted(folder.iterdir()) if p.name != name and p.is_file()}
+    """`name` (JSON) with `header` and, for every other file of the folder, its fingerprint and
+    modification time (ns), written last."""
+    files = {p.name: fingerprint(p) + [p.stat().st_mtime_ns] for p in sorted(folder.iterdir())
+             if p.name != name and p.is_file()}
     write_text(folder / name, json.dumps(header | {"files": files}, ensure_ascii=False))
 
 
@@ -53,12 +59,26 @@ def read_header(folder: Path, name: str, fmt: str, files: Iterable[str], what: s
     if sorted(header["files"]) != sorted(files):
         raise DataError(f"{path}: lists the files {sorted(header['files'])}, not {sorted(files)} (damaged); {fix}")
     for file, written in header["files"].items():
-        actual = fingerprint(path.parent / file) if (path.parent / file).is_file() else None
-        if actual != written:
+        if not (isinstance(written, list) and len(written) in (2, 3) and all(type(x) is int for x in written)):
+            raise DataError(f"{path}: the entry of {file} is not [size, CRC-32, time] (damaged); {fix}")
+        actual = unchanged_or_fingerprint(path.parent / file, written)
+        if actual != written[:2]:
             state = "missing" if actual is None else "truncated" if actual[0] < written[0] else "changed"
             raise DataError(f"{path.parent / file}: {state} since it was saved (size and CRC-32 {actual}, "
                             f"written as {written}); {fix}")
     return header
+
+
+def unchanged_or_fingerprint(path: Path, written: list) -> list[int] | None:
+    """`written`'s [size, CRC-32] for a large file whose size and time are still as written; else the
+    file's own fingerprint (None if it is missing)."""
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    recorded_time = written[2] if len(written) == 3 else None
+    if stat.st_size >= REREAD_ABOVE and [stat.st_size, stat.st_mtime_ns] == [written[0], recorded_time]:
+        return written[:2]
+    return fingerprint(path)
 
 
 def read_json(path: Path, fix: str):

@@ -273,3 +273,26 @@ def test_the_undamaged_folder_works(pristine):
 def test_a_config_error_for_an_unknown_change(pristine, tmp_path):
     with pytest.raises(ConfigError, match=r"action=rename: not a change; choose one of \('add', 'delete'\)"):
         KbFolder(pristine).record("rename", write_tsv(tmp_path / "x.tsv", [("甲", "乙", "丙")]))
+
+
+def test_a_large_file_unchanged_since_written_is_not_read_again_but_an_edit_is_caught(tmp_path, monkeypatch):
+    """Above REREAD_ABOVE bytes a file whose size and time are as written is trusted without reading it
+    (the full KB's trie would cost seconds per load); an edit in place changes its time and is read."""
+    import time
+
+    import kgqa.saved as saved
+
+    np.save(tmp_path / "a.npy", np.arange(1000, dtype=np.int32))
+    saved.write_header(tmp_path, "h.json", {"format": "x"})
+    monkeypatch.setattr(saved, "REREAD_ABOVE", 1)
+    read = []
+    monkeypatch.setattr(saved, "fingerprint", lambda path, real=saved.fingerprint: read.append(path) or real(path))
+    saved.read_header(tmp_path, "h.json", "x", ["a.npy"], "thing", "fix")
+    assert read == []
+    time.sleep(0.01)
+    with open(tmp_path / "a.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x01")
+    with pytest.raises(DataError, match="a.npy: changed since it was saved"):
+        saved.read_header(tmp_path, "h.json", "x", ["a.npy"], "thing", "fix")
+    assert read == [tmp_path / "a.npy"]
