@@ -50,7 +50,6 @@ from kgqa.data.triples import CLOSE, OPEN, Key, Triple, split_subject
 from kgqa.errors import ConfigError, DataError
 from kgqa.files import atomic_output, write_bytes
 from kgqa.keyspace import KeySpace, KeyTooLong, show
-from kgqa.saved import REBUILD
 from kgqa.trie import MAX_LENGTH, OverlayTrie, Trie
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kgqa.data.strings import STRING, Strings, as_strings, code_points
+from kgqa.data.strings import STRING, ItemView, Strings, as_strings, code_points
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import DataError
 from kgqa.saved import REBUILD, load_array, read_header, write_header
@@ -299,7 +298,7 @@ def key_order(columns: list[np.ndarray], sizes: list[int]) -> np.ndarray:
     return np.argsort(packed, kind="stable")
 
 
-class Column(Sequence):
+class Column(ItemView):
     """A list-like view of one thing per key id, each made when asked for (compares like a list)."""
 
     def __init__(self, kb: KnowledgeBase):
@@ -307,19 +306,6 @@ class Column(Sequence):
 
     def __len__(self) -> int:
         return len(self.kb)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self.item(j) for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        return self.item(i % len(self))
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
-
-    def item(self, i: int):
-        raise NotImplementedError
 
 
 class KeyColumn(Column):

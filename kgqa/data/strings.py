@@ -31,7 +31,25 @@ def parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
 
 
-class Strings(Sequence):
+class ItemView(Sequence):
+    """A list-like view whose items are made when asked for (compares like a list): subclasses give
+    __len__ and item(i)."""
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.item(j) for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.item(i % len(self))
+
+    def item(self, i: int):
+        raise NotImplementedError
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+
+class Strings(ItemView):
     """A list-like view of a large_string array: strings[i] is a str, made when asked for."""
 
     def __init__(self, array):
@@ -42,13 +60,6 @@ class Strings(Sequence):
     def __len__(self) -> int:
         return len(self.array)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self.item(j) for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        return self.item(i % len(self))
-
     def item(self, i: int) -> str:
         return str(self.bytes[self.offsets[i] : self.offsets[i + 1]], "utf-8")
 
@@ -56,9 +67,6 @@ class Strings(Sequence):
         step = 1 << 16
         for start in range(0, len(self), step):
             yield from self.array.slice(start, step).to_pylist()
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
 
     def find(self, text: str) -> int | None:
         """The index of `text` in these strings, sorted (as a KB's tables are); None if absent."""
