@@ -25,7 +25,6 @@ against the tries before the first file is written, and a damaged file is a Data
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import random
@@ -127,13 +126,12 @@ def line_of(path: Path, key: Key) -> int | None:
     """The first line with this key of a triples file (S（M） TAB P TAB O) or a change log (the same
     after the op): for messages about a key. None if no line has it, or the file is unreadable."""
     try:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
-            for lineno, line in enumerate(f, 1):
-                fields = line.split("\t")
-                fields = fields[1:] if path.name == CHANGES else fields
-                if len(fields) >= 2 and Triple.parse(fields[0], fields[1], "").key == key:
-                    return lineno
-    except (OSError, UnicodeDecodeError):
+        for lineno, line in LineReader(path, on_bad_line="skip", empty_ok=True):
+            fields = line.split("\t")
+            fields = fields[1:] if path.name == CHANGES else fields
+            if len(fields) >= 2 and Triple.parse(fields[0], fields[1], "").key == key:
+                return lineno
+    except (OSError, DataError):
         return None
     return None
 
