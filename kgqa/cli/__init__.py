@@ -7,8 +7,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from kgqa.errors import KgqaError
+from kgqa.trusted import CONF
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(CONF)
 
 
 def sweep_group(default: str) -> str:

@@ -3,7 +3,6 @@ is a ConfigError naming the key, what it holds and what it may hold."""
 from __future__ import annotations
 
 from numbers import Real
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
 from kgqa.model import ARCHITECTURES
+from kgqa.trusted import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 Check = Callable[[Any], bool]
 
 EXAMPLES = {  # what a required value looks like, for the message when it is missing
