@@ -116,15 +116,16 @@ class KgqaDataModule(L.LightningDataModule):
 
     # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:
-        return {"kb": self.kb_fingerprint()} | self.tokenizer.state()
+        return {"kb": self.kb_fingerprint} | self.tokenizer.state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if any(state.get(name) != value for name, value in self.tokenizer.state().items()):
             raise ValueError("the checkpoint's vocabulary differs from this data module's tokenizer")
 
+    @cached_property
     def kb_fingerprint(self) -> dict[str, float]:
         """What tells one KB from another for a trained model: its size, and the share of labelled
-        val/test questions whose gold key it holds."""
+        val/test questions whose gold key it holds (computed once: every checkpoint saves it)."""
         labelled = [e for split in ("val", "test") for e in self.splits[split] if e.triple is not None]
         covered = sum(e.triple.key in self.kb for e in labelled)
         return {"keys": int(self.kb.live_mask().sum()), "gold_coverage": covered / max(len(labelled), 1)}
@@ -139,7 +140,7 @@ class KgqaDataModule(L.LightningDataModule):
             problems.append(f"its vocabulary cannot spell {len(unspelled)} character(s) of the KB's keys "
                             f"({''.join(unspelled[:20])}{'...' if len(unspelled) > 20 else ''})")
         if isinstance(trained, dict) and {"keys", "gold_coverage"} <= trained.keys():
-            now = self.kb_fingerprint()
+            now = self.kb_fingerprint
             if now["gold_coverage"] < trained["gold_coverage"] - 0.05:
                 problems.append(f"the KB holds the gold key of {now['gold_coverage']:.0%} of the labelled val/test "
                                 f"questions, {trained['gold_coverage']:.0%} when trained")

@@ -18,16 +18,16 @@ from kgqa.errors import CheckpointError
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _walk(node: Any, path: str = ""):
+def walk(node: Any, path: str = ""):
     """(dotted path, key, value) of every mapping entry, lists included."""
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
             yield where, key, value
-            yield from _walk(value, where)
+            yield from walk(value, where)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _walk(value, f"{path}[{i}]")
+            yield from walk(value, f"{path}[{i}]")
 
 
 @cache
@@ -36,7 +36,7 @@ def project_targets() -> frozenset[str]:
     targets = set()
     for path in CONF.rglob("*.yaml"):
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        targets |= {value for _, key, value in _walk(loaded) if key == "_target_"}
+        targets |= {value for _, key, value in walk(loaded) if key == "_target_"}
     return frozenset(targets)
 
 
@@ -48,7 +48,7 @@ def trusted_config(config: Any, source: str | Path) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: the stored run config is not a mapping ({type(config).__name__})")
     allowed = project_targets()
-    for where, key, value in _walk(config):
+    for where, key, value in walk(config):
         if not isinstance(key, str):
             raise CheckpointError(f"{source}: the stored run config has a non-text key at {where}")
         if key == "_target_" and value not in allowed:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
 from kgqa.model import ARCHITECTURES
-from kgqa.trusted import CONF
+from kgqa.trusted import CONF, walk
 
 Check = Callable[[Any], bool]
 
@@ -69,16 +69,9 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def missing_keys(node: Any, path: str = "") -> list[str]:
-    """Dotted keys left at `???` (required), found without resolving the other values."""
-    if isinstance(node, dict):
-        return [k for key, value in node.items() for k in missing_keys(value, f"{path}.{key}" if path else str(key))]
-    return [path] if node == "???" else []
-
-
 def check_config(cfg: DictConfig) -> None:
     """Every checked key the config has, its required values, and the names it lists."""
-    missing = sorted(missing_keys(OmegaConf.to_container(cfg, resolve=False)))
+    missing = sorted(where for where, _, value in walk(OmegaConf.to_container(cfg, resolve=False)) if value == "???")
     if missing:
         raise ConfigError("missing required value(s): " + "; ".join(EXAMPLES.get(k, f"{k}=...") for k in missing))
     for key, (ok, expected) in RULES.items():
