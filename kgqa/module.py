@@ -48,8 +48,8 @@ class KgqaModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.answerer: Answerer | None = None
         self.wrong_answers: list[list[Any]] = []
-        self.scored: list[tuple[float, bool]] = []  # (confidence, object correct) per question, for calibration
-        self.question_rows: list[list[Any]] = []  # QUESTION_COLUMNS per question of the running evaluation
+        self.question_rows: list[list[Any]] = []  # QUESTION_COLUMNS per question of the running evaluation (also
+        # what calibration reads: the confidence is rounded only when the rows are written)
         self.question_results: dict[str, list[dict]] = {}  # "test/<tag>" -> its last evaluation's rows (rank 0)
         self.lookahead_cfg = lookahead  # the rule decoding uses; use_decoding swaps it after training
         self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
@@ -109,10 +109,9 @@ class KgqaModule(L.LightningModule):
         self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
         self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4)]
                                for e, a in zip(examples, answers) if a.triple != e.triple]
-        correct = [bool(exact_match(a.triple.obj, e.triple.obj)) for e, a in zip(examples, answers)]
-        self.scored += [(a.confidence, ok) for a, ok in zip(answers, correct)]
-        self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}", ok,
-                                round(a.confidence, 4)] for e, a, ok in zip(examples, answers, correct)]
+        self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}",
+                                bool(exact_match(a.triple.obj, e.triple.obj)), a.confidence]
+                               for e, a in zip(examples, answers)]
 
     def _log_epoch(self, stage: str) -> None:
         prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
@@ -120,12 +119,13 @@ class KgqaModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name.endswith("/em"))
         self.metrics[stage].reset()
-        rows, scored = self._gather(self.wrong_answers), self._gather(self.scored)
-        questions = self._gather(self.question_rows)
-        self.wrong_answers, self.scored, self.question_rows = [], [], []
+        rows, questions = self._gather(self.wrong_answers), self._gather(self.question_rows)
+        self.wrong_answers, self.question_rows = [], []
+        scored = [(confidence, correct) for _, _, correct, confidence in questions]  # for calibration
         if scored:  # gathered on every rank, so every rank logs the same value
             confidence, correct = np.array(scored, dtype=float).T
             self.log(f"{prefix}ece", expected_calibration_error(confidence, correct))
+        questions = [[*q[:3], round(q[3], 4)] for q in questions]
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
