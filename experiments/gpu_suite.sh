@@ -6,7 +6,7 @@
 #           goal >= 15,000 samples/s
 #   ddp     a toy checkpoint evaluated on one device and with DDP on two: the same metrics (only with 2+ GPUs)
 #
-#   bash experiments/gpu_suite.sh              # on the GPU machine; about 6 minutes on one card, each part time-boxed
+#   bash experiments/gpu_suite.sh              # on the GPU machine; each part time-boxed (240 + 180 + 120 s at most; not run yet)
 #   bash experiments/gpu_suite.sh --reduced    # anywhere: the same steps at toy scale on the CPU (tests/test_gpu_suite.py)
 #
 # The GPU image lacks hydra, omegaconf, wandb and rapidfuzz: when they are missing they are installed from .whl/
