@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from cli import run_cli
 from kgqa.build import restore
 from kgqa.checkpoints import load_checkpoint
-from kgqa.model import UniLM, build_backbone
+from kgqa.model import UniLM, build_backbone, trie_cross_entropy
 from kgqa.trusted import CONF
 from test_model import ARCHS, batch, make_model
 from test_workflow import SMALL_TOY
@@ -75,6 +75,24 @@ def test_mixture_is_finite_with_finite_gradients_in_bfloat16():
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert all(g.isfinite().all() for g in grads) and model.copy_head.gate.weight.grad.abs().sum() > 0
+
+
+def test_trie_loss_renormalises_the_mixture_over_the_allowed_tokens():
+    """trie_cross_entropy takes the copy head's log-probabilities as it takes logits: −log of the target's
+    mixture probability over the allowed tokens' total."""
+    model = make_model("bert", copy=True)
+    ids, seg, valid = batch(ROWS)
+    at = (seg[:, 1:] == 1) & valid[:, 1:]
+    with torch.no_grad():
+        scores = model(ids, seg, valid)[:, :-1][at]
+    probs, targets = scores.exp(), ids[:, 1:][at]
+    positions = torch.arange(len(targets))
+    others = torch.randint(4, probs.shape[1], (len(targets), 3), generator=torch.Generator().manual_seed(0))
+    allowed = torch.cat([torch.stack([positions, targets], 1), torch.stack([positions.repeat_interleave(3), others.ravel()], 1)])
+    mask = torch.zeros_like(probs, dtype=torch.bool)
+    mask[allowed[:, 0], allowed[:, 1]] = True
+    expected = -(probs[positions, targets] / (probs * mask).sum(-1)).log().mean()
+    torch.testing.assert_close(trie_cross_entropy(scores, targets, allowed), expected)
 
 
 # --- learning to copy ------------------------------------------------------------------------
