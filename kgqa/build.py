@@ -30,7 +30,7 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
     c = OmegaConf.to_container(cfg, resolve=True)
     return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
-                      loss=c.get("loss"), decode=c["decode"],
+                      loss=c.get("loss"), model=c.get("model"), decode=c["decode"],
                       lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
 
 
@@ -70,7 +70,7 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     path = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(path)
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "seed", "factors")
+    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "model", "seed", "factors")
             if k in run and not (k == "kb" and cfg.get("kb"))]
     merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
     if cfg.get("data_root"):

@@ -170,6 +170,7 @@ BAD_SETTINGS = [
     ("train", ["data.on_bad_line=ignore"], "one of error, skip"),
     ("train", ["ablation_lookaheads=[none,nope]"], "lookahead choices"),
     ("train", ["backbone.arch=gpt"], "one of bert, roformer"),
+    ("train", ["model.copy=yes"], "model.copy='yes' is not valid: expected one of True, False"),
     ("eval", ["ckpt=x", "split=train"], "one of val, test"),
     ("eval", [], "ckpt="),
     ("predict", ["ckpt=x", "batch_size=0"], "batch_size=0"),

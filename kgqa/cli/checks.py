@@ -55,6 +55,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.num_workers": integer(0),
     "data.source.limit": optional(POSITIVE),
     "backbone.arch": one_of(*ARCHITECTURES),
+    "model.copy": one_of(True, False),
     "optim.lr": number(0.0, float("inf")),
     "optim.weight_decay": number(0.0, float("inf")),
     "scheduler.warmup": number(0.0, 1.0),
