@@ -35,14 +35,14 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
 class KgqaModule(L.LightningModule):
     def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
                  seed: int = 0, factors: dict | None = None, run_config: dict | None = None,
-                 scheduler: dict | None = None, loss: dict | None = None, model: dict | None = None):
+                 scheduler: dict | None = None, loss: dict | None = None, copy: bool = False):
         """`optim`, `scheduler`: partial configs (conf/optim/, conf/scheduler/) built in configure_optimizers;
-        `loss`: conf/loss/; `model`: the UniLM's options (copy: a copy head); `factors`: flat config columns
+        `loss`: conf/loss/; `copy`: the UniLM gets a copy head (model.copy); `factors`: flat config columns
         for comparing runs; `run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
         super().__init__()
         self.save_hyperparameters()
         arch = dict(backbone)
-        self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch), **(model or {}))
+        self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch), copy=copy)
         if arch.get("pretrained"):
             load_pretrained_head(self.model, backbone["arch"], arch["pretrained"])
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
