@@ -53,6 +53,7 @@ def masked_lm_loss(model, texts: PretrainingTexts, tokenizer_folder: Path) -> fl
         return float(model.eval()(**batch).loss)
 
 
+@pytest.mark.e2e  # the pretrained fixture runs kgqa-pretrain
 def test_the_masked_lm_loss_falls(pretrained, toy):
     source, kb = toy
     texts = PretrainingTexts([e.question for e in source.splits["train"]], kb, "spm")
@@ -63,6 +64,7 @@ def test_the_masked_lm_loss_falls(pretrained, toy):
     assert before / after >= LOSS_FACTOR, (before, after)
 
 
+@pytest.mark.e2e  # the pretrained fixture runs kgqa-pretrain
 def test_the_folder_reads_with_auto_classes_one_character_per_token(pretrained, toy):
     source, kb = toy
     assert AutoConfig.from_pretrained(pretrained, trust_remote_code=False).model_type == "roformer"
@@ -85,6 +87,7 @@ def compose_train(*overrides: str):
     return cfg
 
 
+@pytest.mark.e2e  # the pretrained fixture runs kgqa-pretrain
 def test_training_starts_from_the_pretrained_weights(pretrained, tmp_path):
     """kgqa-train backbone.pretrained=<folder> runs end to end; the model it builds holds the pre-trained
     embeddings and LM head before its first step, and has no character to add (no [UNK])."""
