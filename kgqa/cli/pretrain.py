@@ -58,7 +58,8 @@ def pretrain(cfg: DictConfig) -> dict:
     finish_loggers(trainer)
     loss = trainer.callback_metrics.get("train/mlm_loss")  # the last step's (none when no step ran)
     summary = {"out": str(cfg.out), "texts": len(texts), "steps": trainer.global_step,
-               "loss": None if loss is None else round(float(loss), 4), "seconds": round(time.perf_counter() - start, 1)}
+               "loss": None if loss is None else round(float(loss), 4),
+               "seconds": round(time.perf_counter() - start, 1)}
     if rank_zero_only.rank == 0:
         print(json.dumps(summary, ensure_ascii=False, indent=1))
     return summary
