@@ -18,7 +18,8 @@ from kgqa.cli.pretrain import check_settings
 from kgqa.data.sources import SynthKB, ToySource
 from kgqa.data.tokenizer import PretrainedTokenizer
 from kgqa.errors import ConfigError
-from kgqa.pretrain import MASKED_LM, MaskedTexts, PretrainingTexts
+from kgqa.model import UniLM, build_backbone, load_pretrained_head
+from kgqa.pretrain import MASKED_LM, MaskedLanguageModel, MaskedTexts, PretrainingTexts, characters, write_tokenizer
 
 TOY = "+data.source.n_entities=300"
 TINY = ["backbone.hidden_size=32", "backbone.num_hidden_layers=1", "backbone.num_attention_heads=2",
@@ -77,6 +78,25 @@ def test_the_folder_reads_with_auto_classes_one_character_per_token(pretrained, 
         assert tokenizer.unk_token_id not in tokenizer.convert_tokens_to_ids(tokens)
     questions = [e.question for e in source.splits["train"]]
     assert PretrainedTokenizer(str(pretrained)).missing([*questions, *kb.strings(), *kb.object_strings]) == []
+
+
+@pytest.mark.parametrize("arch", sorted(MASKED_LM))
+def test_each_architecture_saves_a_folder_kgqa_loads(arch, toy, tmp_path):
+    """What pretrain_into writes, for BERT and RoFormer alike: build_backbone and load_pretrained_head take
+    its encoder and LM head as they are, and kgqa's vocabulary of it needs no added character."""
+    source, kb = toy
+    questions = [e.question for e in source.splits["train"]]
+    write_tokenizer(tmp_path, characters(questions, kb))
+    tokenizer = PretrainedTokenizer(str(tmp_path))
+    backbone = {"arch": arch, "pretrained": None, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "intermediate_size": 64}
+    lm = MaskedLanguageModel(tokenizer.vocab_size, backbone, optim={}, scheduler={}).model
+    lm.save_pretrained(tmp_path)
+    assert tokenizer.missing([*questions, *kb.strings()]) == []
+    unilm = UniLM(build_backbone(arch, tokenizer.vocab_size, pretrained=str(tmp_path)))
+    load_pretrained_head(unilm, arch, str(tmp_path))
+    assert torch.equal(unilm.backbone.get_input_embeddings().weight, lm.get_input_embeddings().weight)
+    assert torch.equal(unilm.transform[0].weight, lm.cls.predictions.transform.dense.weight)
 
 
 def compose_train(*overrides: str):
