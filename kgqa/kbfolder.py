@@ -29,7 +29,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,7 +46,7 @@ from kgqa.data.knowledge_arrow import read_knowledge_kb
 from kgqa.data.strings import STRING, parts
 from kgqa.data.triples import CLOSE, OPEN, Key, Triple, split_subject
 from kgqa.errors import ConfigError, DataError
-from kgqa.files import atomic_output, write_bytes
+from kgqa.files import atomic_output, swap_in_folder, write_bytes
 from kgqa.keyspace import KeySpace, KeyTooLong, show
 from kgqa.trie import MAX_LENGTH, OverlayTrie, Trie
 
@@ -190,21 +189,6 @@ class KbFolder:
             write_base(path, base, tries)
             (path / CHANGES).unlink(missing_ok=True)
         return cls(path)
-
-    @staticmethod
-    def swap_in(target: Path, write) -> None:
-        """write(folder) into a new folder, then swap it in: a reader never sees half of one."""
-        fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            write(fresh)
-        except BaseException:
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
-        stale = fresh.with_name(fresh.name + ".old")
-        if target.exists():
-            target.rename(stale)
-        fresh.rename(target)
-        shutil.rmtree(stale, ignore_errors=True)
 
     @property
     def orders(self) -> list[str]:
@@ -400,9 +384,9 @@ def write_base(path: Path, base: KnowledgeBase, tries: dict[str, Trie]) -> None:
     source stamp differs) and the tries no longer match and say so."""
     with atomic_output(path / KNOWLEDGE, "wb") as f:
         f.writelines(knowledge_text(base))
-    KbFolder.swap_in(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
+    swap_in_folder(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
     for order, trie in tries.items():
-        KbFolder.swap_in(path / f"trie-{order}", trie.save)
+        swap_in_folder(path / f"trie-{order}", trie.save)
     for order in set(saved_orders(path)) - set(tries):
         shutil.rmtree(path / f"trie-{order}")
 

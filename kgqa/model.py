@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PreTrainedModel, RoFormerConfig,
-                          RoFormerForCausalLM, RoFormerModel)
+from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PretrainedConfig, PreTrainedModel,
+                          RoFormerConfig, RoFormerForCausalLM, RoFormerModel)
 
 from kgqa.errors import ConfigError
 
@@ -43,9 +43,7 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
     `is_decoder=True` only lets the encoder keep a KV cache (BERT ignores a cache otherwise);
     UniLM always passes its own 4D mask, so attention is the same either way.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    config_cls, model_cls = ARCHITECTURES[arch]
+    model_cls = architecture(arch)[1]
     no_pooler = {"add_pooling_layer": False} if arch == "bert" else {}  # the pooler is unused
     if pretrained:
         found = AutoConfig.from_pretrained(pretrained, trust_remote_code=False).model_type
@@ -57,10 +55,22 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
         if unused:
             log.info("backbone settings not applied to the pretrained model, which keeps its own: %s", unused)
         return resize_vocabulary(model, vocab_size)
+    return model_cls(backbone_config(arch, vocab_size, **size), **no_pooler)
+
+
+def architecture(arch: str) -> tuple[type, type]:
+    """The config and encoder classes of `arch`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch]
+
+
+def backbone_config(arch: str, vocab_size: int, is_decoder: bool = True, **size) -> PretrainedConfig:
+    """A fresh encoder's config: two segments (UniLM's question and target), RoFormer's embeddings as wide
+    as its hidden states; is_decoder=False for a bidirectional masked LM (kgqa.pretrain)."""
     if arch == "roformer":
         size.setdefault("embedding_size", size["hidden_size"])
-    config = config_cls(vocab_size=vocab_size, type_vocab_size=2, is_decoder=True, **size)
-    return model_cls(config, **no_pooler)
+    return architecture(arch)[0](vocab_size=vocab_size, type_vocab_size=2, is_decoder=is_decoder, **size)
 
 
 def resize_vocabulary(model: PreTrainedModel, vocab_size: int) -> PreTrainedModel:
