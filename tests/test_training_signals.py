@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from kgqa.data.augment import SubjectSwap
-from kgqa.data.sources import SynthKB, ToySource
+from kgqa.data.sources import ToySource
+from kgqa.kb.sources import SynthKB
 from kgqa.datamodule import KgqaDataModule
 from kgqa.model import UniLM, build_backbone
 

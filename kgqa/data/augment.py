@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
 from kgqa.data.triples import Triple
 
