@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling, RoFormerForMaskedLM
 
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.strings import ItemView, as_strings, code_points
 from kgqa.data.tokenizer import SPECIAL_TOKENS, PretrainedTokenizer
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.strings import ItemView, as_strings, code_points
 from kgqa.model import backbone_config
 from kgqa.module import optimizer_and_schedule
 

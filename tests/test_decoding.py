@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
 from kgqa.decoding.answerer import Answerer
 from kgqa.decoding.beam import beam_search, fill_from_the_end
 from kgqa.decoding.mask import step_context, trie_mask
 from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, SubjectCopy
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
 from kgqa.reference import NaiveDecoder, lcs
 from models import unigram_unilm

@@ -15,7 +15,8 @@ from kgqa.build import build_datamodule, build_module
 from kgqa.cli import CONFIG_DIR
 from kgqa.cli.checks import check_config
 from kgqa.cli.pretrain import check_settings
-from kgqa.data.sources import SynthKB, ToySource
+from kgqa.data.sources import ToySource
+from kgqa.kb.sources import SynthKB
 from kgqa.data.tokenizer import PretrainedTokenizer
 from kgqa.errors import ConfigError
 from kgqa.model import UniLM, build_backbone, load_pretrained_head

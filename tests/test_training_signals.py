@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from kgqa.data.augment import PREDICATE_SLOT, SUBJECT_SLOT, SubjectSwap, TemplateFill, question_template
-from kgqa.data.sources import SynthKB, ToySource
+from kgqa.data.sources import ToySource
 from kgqa.data.triples import Key
+from kgqa.kb.sources import SynthKB
 from kgqa.datamodule import KgqaDataModule
 from kgqa.model import UniLM, build_backbone
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError
