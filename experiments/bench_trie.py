@@ -184,6 +184,20 @@ def timed(fn, repeat: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
+def saved_and_loaded(out: dict, path: Path, load) -> object:
+    """Save out["trie"] (the only reference to it), drop it, and load it back with `load`: the time,
+    size on disk and memory of each step into `out`."""
+    out["save_seconds"] = timed(lambda: out["trie"].save(path))
+    out["bytes_on_disk"] = disk_bytes(path)
+    del out["trie"]
+    gc.collect()
+    out["rss_before_load_mb"] = round(rss_mb("VmRSS"))
+    reset_peak_rss()
+    out["load_seconds"] = timed(lambda: out.setdefault("trie", load(path)))
+    out["load_peak_rss_mb"] = round(rss_mb())
+    return out.pop("trie")
+
+
 def measure_array(tokens, lengths, folder: Path, queries: int, batch: int) -> dict:
     out = {"rss_before_build_mb": round(rss_mb("VmRSS"))}
     reset_peak_rss()
@@ -192,16 +206,10 @@ def measure_array(tokens, lengths, folder: Path, queries: int, batch: int) -> di
     out["build_seconds"] = time.perf_counter() - start
     out["build_peak_rss_mb"] = round(rss_mb())
     out |= {"keys": trie.num_keys, "nodes": trie.num_nodes, "internal_nodes": trie.num_internal}
-    out["save_seconds"] = timed(lambda: trie.save(folder))
-    out["bytes_on_disk"] = disk_bytes(folder)
     prefixes = query_prefixes(tokens, lengths, queries)
+    out["trie"] = trie
     del trie, tokens
-    gc.collect()
-    out["rss_before_load_mb"] = round(rss_mb("VmRSS"))
-    reset_peak_rss()
-    out["load_seconds"] = timed(lambda: out.setdefault("trie", Trie.load(folder)))
-    out["load_peak_rss_mb"] = round(rss_mb())
-    trie = out.pop("trie")
+    trie = saved_and_loaded(out, folder, Trie.load)
     out["load_in_memory_seconds"] = timed(lambda: Trie.load(folder, mmap=False))
     states = trie.walk_all(prefixes)[0]
     batches = [states[i : i + batch] for i in range(0, len(states), batch)]
@@ -247,17 +255,8 @@ def measure_dict(tokens, lengths, path: Path, queries: int) -> dict:
 
     out["build_seconds"] = timed(build)
     out["build_peak_rss_mb"] = round(rss_mb())
-    trie = out.pop("trie")
-    out["save_seconds"] = timed(lambda: trie.save(path))
-    out["bytes_on_disk"] = disk_bytes(path)
     prefixes = [p.tolist() for p in query_prefixes(tokens, lengths, queries)]
-    del trie
-    gc.collect()
-    out["rss_before_load_mb"] = round(rss_mb("VmRSS"))
-    reset_peak_rss()
-    out["load_seconds"] = timed(lambda: out.setdefault("trie", DictTrie.load(path)))
-    out["load_peak_rss_mb"] = round(rss_mb())
-    trie = out.pop("trie")
+    trie = saved_and_loaded(out, path, DictTrie.load)
     out["lookup_us_single"] = 1e6 * timed(lambda: [trie.next_ones(p) for p in prefixes]) / len(prefixes)
     return out
 
