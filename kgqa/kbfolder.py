@@ -73,9 +73,10 @@ def as_read_back(kb: KnowledgeBase) -> KnowledgeBase:
 
 def knowledge_text(kb: KnowledgeBase, keys_at_a_time: int = 1 << 20) -> Iterator[memoryview]:
     """The lines of Knowledge.txt (knowledge_line per triple, keys in id order) of a KB without changes, as
-    UTF-8 bytes a chunk of keys at a time: each line's pieces joined by one Arrow call, not by a Python call per line."""
+    UTF-8 bytes a chunk of keys at a time: each line's pieces joined by one Arrow call, not a Python call per line."""
     tables = [table.array for table in kb.tables]
-    open_, close_tab, tab, newline, nothing = (pa.scalar(text, type=STRING) for text in (OPEN, CLOSE + "\t", "\t", "\n", ""))
+    open_, close_tab, tab, newline, nothing = (pa.scalar(text, type=STRING)
+                                               for text in (OPEN, CLOSE + "\t", "\t", "\n", ""))
     for a in range(0, kb.num_base, keys_at_a_time):
         b = min(a + keys_at_a_time, kb.num_base)
         per_object = np.repeat(np.arange(a, b), np.diff(kb.key_objects[a : b + 1]))  # the key of each line
@@ -83,8 +84,8 @@ def knowledge_text(kb: KnowledgeBase, keys_at_a_time: int = 1 << 20) -> Iterator
         first, last = int(kb.key_objects[a]), int(kb.key_objects[b])
         objects = kb.object_strings.array.slice(first, last - first)
         no_meaning = pc.equal(m, nothing)  # S TAB P TAB O, or S（M） TAB P TAB O
-        lines = pc.binary_join_element_wise(s, pc.if_else(no_meaning, nothing, open_), m, pc.if_else(no_meaning, tab, close_tab),
-                                            p, tab, objects, newline, nothing)
+        lines = pc.binary_join_element_wise(s, pc.if_else(no_meaning, nothing, open_), m,
+                                            pc.if_else(no_meaning, tab, close_tab), p, tab, objects, newline, nothing)
         offsets, data = parts(lines)
         yield memoryview(data[offsets[0] : offsets[-1]])
 
