@@ -33,7 +33,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kgqa.data.sources import KgclueSource, SynthKB
+from kgqa.data.sources import KgclueSource
+from kgqa.kb.sources import SynthKB
 from kgqa.data.tokenizer import encode_key, encode_question
 from kgqa.datamodule import KgqaDataModule
 from kgqa.decoding.answerer import Answerer, rules_from_config

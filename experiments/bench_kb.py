@@ -12,7 +12,7 @@ process, so its peak RSS is its own, as kgqa-kb does it:
   written (`KbFolder.create`: Knowledge.txt, vocab.json, kb/ columns, the spm key trie);
 - load: the folder loaded as a run does (`KbFolder(DIR).kb` and its saved trie), answers looked up.
 
-`arrow` is this checkout (kgqa.data.knowledge_arrow); `lines` is the code of --before (by default
+`arrow` is this checkout (kgqa.kb.arrow_reader); `lines` is the code of --before (by default
 the commit this branch started from, extracted with git archive), run at --baseline-scale only.
 Prints the numbers and writes experiments/results/bench_kb_arrow-<scale>.json, with the load average
 (the machine is shared) before and after each step.
@@ -61,15 +61,18 @@ def step(out: dict, name: str, fn):
 def worker(kind: str, path: Path, work: Path) -> dict:
     """kind: build or load, with the kgqa on PYTHONPATH (this checkout, or the one before)."""
     from kgqa.data.tokenizer import CharTokenizer
-    from kgqa.kbfolder import KbFolder
+    try:
+        from kgqa.kb.folder import KbFolder
+    except ImportError:  # the code of --before, from before kgqa/kb/
+        from kgqa.kbfolder import KbFolder
 
     reset_peak_rss()
     out = {"loadavg_at_start": os.getloadavg(), "rss_at_start_mb": round(rss_mb("VmRSS"))}
     folder_path = work / "folder"
     if kind == "build":
         try:
-            from kgqa.data.knowledge_arrow import read_knowledge_kb
-        except ImportError:  # the line-by-line code
+            from kgqa.kb.arrow_reader import read_knowledge_kb
+        except ImportError:  # the line-by-line code, from before kgqa/kb/
             from kgqa.data.kb import KnowledgeBase
             from kgqa.data.kgclue import read_knowledge
             kb = step(out, "read", lambda: KnowledgeBase(read_knowledge(path)))

@@ -28,10 +28,12 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
+    """cfg.model (its _target_ and own settings), given the groups it reads as plain containers: the
+    optimiser and scheduler stay configs, built in configure_optimizers, and all of it is saved in the checkpoint."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    return KgqaModule(vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
-                      loss=c.get("loss"), decode=c["decode"],
-                      lookahead=c.get("lookahead"), seed=c["seed"], factors=c.get("factors"), run_config=c)
+    return instantiate(cfg.model, vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
+                       loss=c.get("loss"), decode=c["decode"], lookahead=c.get("lookahead"), seed=c["seed"],
+                       factors=c.get("factors"), run_config=c, _recursive_=False, _convert_="all")
 
 
 def build_logger(cfg: DictConfig):
@@ -70,13 +72,15 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     path = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(path)
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
-    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "seed", "factors")
+    kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "model", "seed", "factors")
             if k in run and not (k == "kb" and cfg.get("kb"))]
     merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
     if cfg.get("data_root"):
         merged.data.root = merged.data.source.root = cfg.data_root
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
         merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
+    if "model" not in merged:  # saved before the module had a config node of its own
+        merged.model = {"_target_": f"{KgqaModule.__module__}.{KgqaModule.__qualname__}"}
     state = ckpt.get(KgqaDataModule.__qualname__)
     dm = build_datamodule(merged, tokenizer_from_state(state, path))
     dm.setup()

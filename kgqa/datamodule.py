@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample
-from kgqa.errors import CheckpointError
 from kgqa.data.tokenizer import CharTokenizer, PretrainedTokenizer, Tokenizer, encode_key, encode_question
-from kgqa.kbfolder import KbFolder
-from kgqa.keyspace import KeySpace
+from kgqa.errors import CheckpointError
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.keyspace import KeySpace
+from kgqa.kb.sources import KbSource
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LengthOrderedShard(Sampler[int]):
 
 
 class KgqaDataModule(L.LightningDataModule):
-    def __init__(self, source, kb_source, target: str = "spm", batch_size: int = 32, eval_batch_size: int = 64,
+    def __init__(self, source, kb_source: KbSource, target: str = "spm", batch_size: int = 32, eval_batch_size: int = 64,
                  max_question_len: int = 64, num_workers: int = 0, pretrained: str | None = None,
                  tokenizer: Tokenizer | None = None, seed: int = 0, augment: Callable | None = None,
                  batches_per_bucket: int = 50, trie_targets: bool = False):
@@ -108,11 +108,10 @@ class KgqaDataModule(L.LightningDataModule):
         self.splits = self.source.splits
         self.kb = self.kb_source.build(self.source)
         log.info("KB: %s", self.kb.stats())
-        folder = self.kb_source if isinstance(self.kb_source, KbFolder) else None  # a saved KB: its trie and overlay
-        if self.tokenizer is None:
-            self.tokenizer = (folder.tokenizer([e.question for e in self.splits["train"]]) if folder and not self.pretrained
-                              else build_tokenizer(self.pretrained, self.splits["train"], self.kb))
-        self.keyspace = folder.keyspace(self.kb, self.tokenizer, self.target) if folder else KeySpace(self.kb, self.tokenizer, self.target)
+        if self.tokenizer is None:  # a saved vocabulary (a KB folder's) unless a pretrained one is asked for
+            saved = None if self.pretrained else self.kb_source.tokenizer([e.question for e in self.splits["train"]])
+            self.tokenizer = saved if saved is not None else build_tokenizer(self.pretrained, self.splits["train"], self.kb)
+        self.keyspace = self.kb_source.keyspace(self.kb, self.tokenizer, self.target)
 
     # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from kgqa.errors import ConfigError
 
@@ -42,6 +43,22 @@ def write_text(path: str | Path, text: str) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_output(path, "wb") as f:
         f.write(data)
+
+
+def swap_in_folder(target: Path, write: Callable[[Path], None]) -> None:
+    """write(folder) into a new folder beside `target`, then swap it in: a reader never sees half of one,
+    and a failed write leaves `target` as it was."""
+    fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(fresh)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    stale = fresh.with_name(fresh.name + ".old")
+    if target.exists():
+        target.rename(stale)
+    fresh.rename(target)
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def same_or_inside(output: str | Path, source: str | Path) -> bool:

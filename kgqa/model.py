@@ -7,18 +7,26 @@ input embeddings predicts each next target token.
 Decoding runs incrementally: question tokens never attend to the target, so their
 keys and values are final once the question is encoded (`start`), and each step runs
 only the new target token against the cache (`extend`): exactly the full recompute.
+
+With a copy head (config model.copy) the step scores are the log-probabilities of a mixture of
+the LM head's distribution and a pointer over the question's tokens (CopyHead): KgCLUE's subject,
+and often its predicate, are pieces of the question, and a pointer copies even tokens the LM head
+never learnt to produce. Downstream code takes log_softmax of the step scores either way, which
+leaves normalised log-probabilities as they are.
 """
 from __future__ import annotations
 
 import inspect
 import logging
+import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PreTrainedModel, RoFormerConfig,
-                          RoFormerForCausalLM, RoFormerModel)
+from transformers import (AutoConfig, BertConfig, BertForMaskedLM, BertModel, PretrainedConfig, PreTrainedModel,
+                          RoFormerConfig, RoFormerForCausalLM, RoFormerModel)
 
 from kgqa.errors import ConfigError
 
@@ -35,9 +43,7 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
     `is_decoder=True` only lets the encoder keep a KV cache (BERT ignores a cache otherwise);
     UniLM always passes its own 4D mask, so attention is the same either way.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    config_cls, model_cls = ARCHITECTURES[arch]
+    model_cls = architecture(arch)[1]
     no_pooler = {"add_pooling_layer": False} if arch == "bert" else {}  # the pooler is unused
     if pretrained:
         found = AutoConfig.from_pretrained(pretrained, trust_remote_code=False).model_type
@@ -49,10 +55,22 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
         if unused:
             log.info("backbone settings not applied to the pretrained model, which keeps its own: %s", unused)
         return resize_vocabulary(model, vocab_size)
+    return model_cls(backbone_config(arch, vocab_size, **size), **no_pooler)
+
+
+def architecture(arch: str) -> tuple[type, type]:
+    """The config and encoder classes of `arch`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch]
+
+
+def backbone_config(arch: str, vocab_size: int, is_decoder: bool = True, **size) -> PretrainedConfig:
+    """A fresh encoder's config: two segments (UniLM's question and target), RoFormer's embeddings as wide
+    as its hidden states; is_decoder=False for a bidirectional masked LM (kgqa.pretrain)."""
     if arch == "roformer":
         size.setdefault("embedding_size", size["hidden_size"])
-    config = config_cls(vocab_size=vocab_size, type_vocab_size=2, is_decoder=True, **size)
-    return model_cls(config, **no_pooler)
+    return architecture(arch)[0](vocab_size=vocab_size, type_vocab_size=2, is_decoder=is_decoder, **size)
 
 
 def resize_vocabulary(model: PreTrainedModel, vocab_size: int) -> PreTrainedModel:
@@ -97,6 +115,53 @@ def unilm_attention_mask(segment_ids: torch.Tensor, valid: torch.Tensor, dtype: 
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))[:, None]
 
 
+class CopyMemory(NamedTuple):
+    """What the copy head reads of each row's question: its pointer keys, token ids and which tokens
+    may be copied (the valid question tokens other than [CLS] and [SEP])."""
+
+    keys: torch.Tensor  # [rows, Lq, H]
+    ids: torch.Tensor  # [rows, Lq]
+    content: torch.Tensor  # [rows, Lq] bool
+
+    def rows(self, index: torch.Tensor) -> "CopyMemory":
+        return CopyMemory(*(t[index] for t in self))
+
+
+class CopyHead(nn.Module):
+    """A pointer over the question's tokens mixed into the LM head's distribution:
+    p(v) = g · softmax(logits)[v] + (1 − g) · Σ_j attn_j [question token j == v], with
+    attn = softmax_j((W_q h_t) · (W_k h_j) / √d) over the copyable question tokens j and
+    g = sigmoid(w · h_t + b). Computed in log space (float32): every token keeps a finite score."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.gate = nn.Linear(hidden_size, 1)
+
+    def memory(self, hidden: torch.Tensor, ids: torch.Tensor, question: torch.Tensor) -> CopyMemory:
+        """From the final hidden states [B, L, H] of sequences whose question tokens are `question` [B, L]
+        (bool; anywhere in the row): its first and last are [CLS] and [SEP], never copied."""
+        counted = question.long().cumsum(-1)
+        return CopyMemory(self.key(hidden), ids, question & (counted > 1) & (counted < counted[:, -1:]))
+
+    def forward(self, logits: torch.Tensor, hidden: torch.Tensor, memory: CopyMemory) -> torch.Tensor:
+        """Log-probabilities [B, T, V] (or [B, V] for hidden [B, H]) of the mixture at each position."""
+        if hidden.dim() == 2:
+            return self(logits[:, None], hidden[:, None], memory)[:, 0]
+        content = memory.content[:, None]  # [B, 1, Lq]
+        similarity = self.query(hidden) @ memory.keys.transpose(1, 2) / math.sqrt(hidden.shape[-1])
+        similarity = similarity.float().masked_fill(~content, torch.finfo(torch.float32).min)
+        attention = similarity.softmax(-1) * content  # all 0 for a question with nothing to copy
+        copy = logits.new_zeros(logits.shape, dtype=torch.float32)
+        copy.scatter_add_(-1, memory.ids[:, None].expand_as(attention), attention)
+        gate, can_copy = self.gate(hidden).float(), content.any(-1, keepdim=True)
+        log_gate = torch.where(can_copy, F.logsigmoid(gate), 0.0)
+        log_copy_share = torch.where(can_copy, F.logsigmoid(-gate), float("-inf"))
+        tiny = torch.finfo(torch.float32).tiny  # log(0) would be -inf with an infinite gradient
+        return torch.logaddexp(log_gate + F.log_softmax(logits.float(), -1), log_copy_share + copy.clamp_min(tiny).log())
+
+
 class DecodingCache:
     """Per decoding row: its question's padding and, for every layer, the keys and values of all
     its tokens so far. The encoder reads and appends them through `get_seq_length` and `update`
@@ -112,6 +177,7 @@ class DecodingCache:
     def __init__(self, question_valid: torch.Tensor):
         self.question_valid = question_valid  # [rows, Lq]
         self.question_of_row = np.arange(len(question_valid))
+        self.copy_memory: CopyMemory | None = None  # per row, with a copy head
         self.keys: list[torch.Tensor] = []  # per layer [rows, heads, capacity, head size]
         self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []  # filled columns per layer
@@ -158,26 +224,35 @@ class DecodingCache:
                     for (to, _, start), source in zip(moves, sources):
                         store[layer][to, :, start:length] = source
                     store[layer] = store[layer][:n]
-        self.question_valid = self.question_valid[torch.from_numpy(rows).to(device)]
+        index = torch.from_numpy(rows).to(device)
+        self.question_valid = self.question_valid[index]
         self.question_of_row = self.question_of_row[rows]
+        if self.copy_memory is not None:
+            self.copy_memory = self.copy_memory.rows(index)
 
 
 class UniLM(nn.Module):
-    def __init__(self, backbone: PreTrainedModel):
+    def __init__(self, backbone: PreTrainedModel, copy: bool = False):
         super().__init__()
         self.backbone = backbone
         cfg = backbone.config
         width = backbone.get_input_embeddings().embedding_dim
         self.transform = nn.Sequential(nn.Linear(cfg.hidden_size, width), nn.GELU(), nn.LayerNorm(width, eps=cfg.layer_norm_eps))
         self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.copy_head = CopyHead(cfg.hidden_size) if copy else None
         self._takes_positions = "position_ids" in inspect.signature(backbone.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V]. Padding may sit anywhere (left-padded questions at decode time):
+        """Step scores [B, T, V]: logits, or with a copy head its mixture's log-probabilities.
+        Padding may sit anywhere (left-padded questions at decode time):
         absolute positions count valid tokens only; rotary ones are shift-invariant."""
         mask = unilm_attention_mask(segment_ids, valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        return self._logits(self._encode(input_ids, segment_ids, mask, positions, cache=None))
+        hidden = self._encode(input_ids, segment_ids, mask, positions, cache=None)
+        if self.copy_head is None:
+            return self._logits(hidden)
+        memory = self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid)
+        return self.copy_head(self._logits(hidden), hidden, memory)
 
     @property
     def _mask_dtype(self) -> torch.dtype:
@@ -193,15 +268,20 @@ class UniLM(nn.Module):
 
     # --- incremental decoding ----------------------------------------------------------
     def start(self, question_ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, DecodingCache]:
-        """Encode left-padded "[CLS] q [SEP]" rows [B, Lq] once: the logits [B, V] for the first
-        target token, and the cache holding the questions' keys and values (one row each)."""
+        """Encode left-padded "[CLS] q [SEP]" rows [B, Lq] once: the step scores [B, V] for the first
+        target token, and the cache holding the questions' keys and values (one row each)
+        and, with a copy head, what it reads of the questions."""
         cache = DecodingCache(valid)
         mask = unilm_attention_mask(torch.zeros_like(question_ids), valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        return self._logits(self._encode(question_ids, torch.zeros_like(question_ids), mask, positions, cache)[:, -1]), cache
+        hidden = self._encode(question_ids, torch.zeros_like(question_ids), mask, positions, cache)
+        if self.copy_head is None:
+            return self._logits(hidden[:, -1]), cache
+        cache.copy_memory = self.copy_head.memory(hidden, question_ids, valid)
+        return self.copy_head(self._logits(hidden[:, -1]), hidden[:, -1], cache.copy_memory), cache
 
     def extend(self, tokens: torch.Tensor, cache: DecodingCache, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Append one target token per cache row [N]: the logits [N, V] for the next one
+        """Append one target token per cache row [N]: the step scores [N, V] for the next one
         (only for `rows`, when given: the LM head is a large part of a small model's work)."""
         question_valid = cache.question_valid
         decoded = cache.get_seq_length() - question_valid.shape[1]  # target tokens already in the cache
@@ -211,7 +291,12 @@ class UniLM(nn.Module):
         positions = question_valid.sum(-1, keepdim=True) + decoded  # as in forward: the valid tokens before it
         segments = torch.ones_like(tokens[:, None])
         hidden = self._encode(tokens[:, None], segments, mask, positions, cache)[:, -1]
-        return self._logits(hidden if rows is None else hidden[rows])
+        if rows is not None:
+            hidden = hidden[rows]
+        if self.copy_head is None:
+            return self._logits(hidden)
+        memory = cache.copy_memory if rows is None else cache.copy_memory.rows(rows)
+        return self.copy_head(self._logits(hidden), hidden, memory)
 
     def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0,
              trie_weight: float = 0.0, allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,7 +305,8 @@ class UniLM(nn.Module):
         With `trie_weight` > 0, that share of the loss is the cross-entropy over the tokens the trie
         allows at each target position (`allowed`: (position, token) pairs, positions numbered over the
         target tokens in row-major order): decoding only ever compares those, so training spends its
-        gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart."""
+        gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart. The cross-entropies take
+        log_softmax of the step scores, which leaves a copy head's log-probabilities as they are."""
         logits = self(input_ids, segment_ids, valid)[:, :-1]
         predicts_target = (segment_ids[:, 1:] == 1) & valid[:, 1:]
         logits, targets = logits[predicts_target], input_ids[:, 1:][predicts_target]

@@ -32,17 +32,27 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
     return get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
 
 
+def optimizer_and_schedule(module: L.LightningModule, optim: dict, scheduler: dict) -> dict:
+    """Lightning's configure_optimizers answer: `optim` (conf/optim/) over the module's parameters, no weight
+    decay on biases and norms, and `scheduler` (conf/scheduler/) stepped every batch."""
+    decay = [p for p in module.parameters() if p.ndim >= 2]
+    no_decay = [p for p in module.parameters() if p.ndim < 2]
+    optimizer = instantiate(optim)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    schedule = instantiate(scheduler)(optimizer, total_steps=module.trainer.estimated_stepping_batches)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 class KgqaModule(L.LightningModule):
     def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
                  seed: int = 0, factors: dict | None = None, run_config: dict | None = None,
-                 scheduler: dict | None = None, loss: dict | None = None):
+                 scheduler: dict | None = None, loss: dict | None = None, copy: bool = False):
         """`optim`, `scheduler`: partial configs (conf/optim/, conf/scheduler/) built in configure_optimizers;
-        `loss`: conf/loss/; `factors`: flat config columns for comparing runs; `run_config`: the resolved run
-        config, kept in the checkpoint so a run can be re-created."""
+        `loss`: conf/loss/; `copy`: the UniLM gets a copy head (model.copy); `factors`: flat config columns
+        for comparing runs; `run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
         super().__init__()
         self.save_hyperparameters()
         arch = dict(backbone)
-        self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch))
+        self.model = UniLM(build_backbone(arch.pop("arch"), vocab_size, **arch), copy=copy)
         if arch.get("pretrained"):
             load_pretrained_head(self.model, backbone["arch"], arch["pretrained"])
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
@@ -94,11 +104,7 @@ class KgqaModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        decay = [p for p in self.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.ndim < 2]
-        optimizer = instantiate(self.hparams.optim)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self, self.hparams.optim, self.hparams.scheduler)
 
     # --- evaluation ------------------------------------------------------------------
     def _evaluate(self, batch: dict, stage: str) -> None:

@@ -16,6 +16,13 @@ from omegaconf import OmegaConf
 from kgqa.errors import CheckpointError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# targets renamed since a stored config may have been written (old -> new): read as their new names
+RENAMED_TARGETS = {
+    "kgqa.kbfolder.KbFolder": "kgqa.kb.folder.KbFolder",
+    "kgqa.data.sources.FileKB": "kgqa.kb.sources.FileKB",
+    "kgqa.data.sources.GoldKB": "kgqa.kb.sources.GoldKB",
+    "kgqa.data.sources.SynthKB": "kgqa.kb.sources.SynthKB",
+}
 
 
 def walk(node: Any, path: str = ""):
@@ -40,13 +47,25 @@ def project_targets() -> frozenset[str]:
     return frozenset(targets)
 
 
+def renamed(node: Any) -> Any:
+    """`node` with every `_target_` that RENAMED_TARGETS lists under its new name."""
+    if isinstance(node, dict):
+        return {key: RENAMED_TARGETS.get(value, value) if key == "_target_" and isinstance(value, str)
+                else renamed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [renamed(value) for value in node]
+    return node
+
+
 def trusted_config(config: Any, source: str | Path) -> dict:
-    """`config` (a dict or DictConfig read from `source`) as a plain dict, once every `_target_` in
-    it is one of the project's and no value is an interpolation; else a CheckpointError naming the key."""
+    """`config` (a dict or DictConfig read from `source`) as a plain dict, its renamed targets under their new
+    names, once every `_target_` in it is one of the project's and no value is an interpolation; else a
+    CheckpointError naming the key."""
     if OmegaConf.is_config(config):
         config = OmegaConf.to_container(config, resolve=False)
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: the stored run config is not a mapping ({type(config).__name__})")
+    config = renamed(config)
     allowed = project_targets()
     for where, key, value in walk(config):
         if not isinstance(key, str):

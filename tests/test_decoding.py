@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
 from kgqa.decoding.answerer import Answerer
 from kgqa.decoding.beam import beam_search, fill_from_the_end
 from kgqa.decoding.mask import step_context, trie_mask
 from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, SubjectCopy
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
 from kgqa.reference import NaiveDecoder, lcs
 from models import unigram_unilm
@@ -192,15 +192,30 @@ class Recomputing:
         return self.model(history.ids, segments, valid)[rows, -1]
 
 
+def with_copy_head(model: UniLM) -> UniLM:
+    """The same random UniLM with a random copy head: its step scores are the mixture's log-probabilities."""
+    torch.manual_seed(model.seed)
+    copying = UniLM(model.backbone, copy=True).eval()
+    missing, _ = copying.load_state_dict(model.state_dict(), strict=False)
+    assert missing and all(k.startswith("copy_head.") for k in missing)
+    return copying
+
+
+COPY = pytest.mark.parametrize("copy", [False, True], ids=["lm-head", "copy-head"])
+
+
+@COPY
 @pytest.mark.parametrize("lookahead", ["none", "power"])
 @pytest.mark.parametrize("beam", [1, 3])
-def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lookahead):
-    """The KV cache changes nothing: same keys, same scores as recomputing every step."""
+def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lookahead, copy):
+    """The KV cache changes nothing: same keys, same scores as recomputing every step (with a copy
+    head too: its question memory follows the beams)."""
     kb, tok, questions = random_kb
     ks = KeySpace(kb, tok, "spm")
     encoded = [encode_question(tok, q, 64) for q in questions]
     decoded = {}
-    for name, model in (("cached", random_model), ("recomputed", Recomputing(random_model))):
+    base = with_copy_head(random_model) if copy else random_model
+    for name, model in (("cached", base), ("recomputed", Recomputing(base))):
         rules = [LcsPowerLookahead()] if lookahead == "power" else []
         decoded[name] = beam_search(model, ks, encoded, rules, tok.pad_id, beam_size=beam, num_return=beam)
     for cached, recomputed in zip(decoded["cached"], decoded["recomputed"]):
@@ -208,10 +223,13 @@ def test_cached_decoding_equals_full_recompute(random_kb, random_model, beam, lo
         assert [h.log_prob for h in cached] == pytest.approx([h.log_prob for h in recomputed], abs=1e-4)
 
 
+@COPY
 @pytest.mark.parametrize("lookahead", ["none", "power"])
-def test_greedy_decoding_equals_the_naive_reference_decoder(random_kb, random_model, lookahead):
+def test_greedy_decoding_equals_the_naive_reference_decoder(random_kb, random_model, lookahead, copy):
     """At beam 1 the project's search and the article-style decoder the benchmark times
-    (kgqa.reference.NaiveDecoder: dict trie, full recompute, Python LCS) pick the same keys and scores."""
+    (kgqa.reference.NaiveDecoder: dict trie, full recompute, Python LCS) pick the same keys and scores;
+    both read a copy head's log-probabilities as they read logits (through a softmax)."""
+    random_model = with_copy_head(random_model) if copy else random_model
     kb, tok, questions = random_kb
     ks = KeySpace(kb, tok, "spm")
     encoded = [encode_question(tok, q, 64) for q in questions]

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.kgclue import read_knowledge
-from kgqa.data.knowledge_arrow import WHITESPACE, read_knowledge_kb
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.arrow_reader import WHITESPACE, read_knowledge_kb
 from kgqa.data.sources import ToySource
-from kgqa.data.strings import Strings
+from kgqa.kb.strings import Strings
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.errors import DataError
-from kgqa.kbfolder import KbFolder, knowledge_line, knowledge_text
-from kgqa.keyspace import encode_strings
+from kgqa.kb.folder import KbFolder
+from kgqa.kb.knowledge_txt import knowledge_line, knowledge_text, read_knowledge
+from kgqa.kb.keyspace import encode_strings
 from kgqa.trie import ARRAYS as TRIE_ARRAYS, Trie
 
 LINE_BY_LINE = "read line by line"

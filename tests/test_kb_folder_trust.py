@@ -1,5 +1,5 @@
 """A KB folder under real concurrent processes, damage and bad keys: nothing lost, nothing torn,
-never a traceback (kgqa/kbfolder.py, kgqa/saved.py, kgqa-kb)."""
+never a traceback (kgqa/kb/folder.py, kgqa/saved.py, kgqa-kb)."""
 import multiprocessing
 import shutil
 import subprocess
@@ -12,13 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import ROOT, run_cli
-from kgqa.data.kb import FILES as KB_FILES
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.kgclue import read_knowledge
+from kgqa.kb.columns import FILES as KB_FILES
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError, KgqaError
-from kgqa.kbfolder import CHANGES, KNOWLEDGE, KbFolder
+from kgqa.kb.changes import CHANGES
+from kgqa.kb.folder import KNOWLEDGE, KbFolder
+from kgqa.kb.knowledge_txt import read_knowledge
 from kgqa.trie import ARRAYS as TRIE_ARRAYS
 from kgqa.trie import MAX_LENGTH
 

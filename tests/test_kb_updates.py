@@ -8,15 +8,16 @@ import torch
 
 from cli import run_cli
 from kgqa.decoding.answerer import Answerer
-from kgqa.data.kb import Change, KnowledgeBase
-from kgqa.data.kgclue import read_knowledge
+from kgqa.kb.changes import CHANGES, Change
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.knowledge_txt import read_knowledge
 from kgqa.data.tokenizer import CharTokenizer, encode_question
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import DataError
 from kgqa.decoding.beam import beam_search
 from kgqa.decoding.mask import step_context
 from kgqa.decoding.processors import LcsPowerLookahead, SubjectCopy
-from kgqa.kbfolder import CHANGES, KbFolder
+from kgqa.kb.folder import KbFolder
 from kgqa.model import UniLM, build_backbone
 from models import unigram_unilm
 from kgqa.trie import OverlayTrie, Trie

@@ -4,11 +4,12 @@ import logging
 import numpy as np
 import pytest
 
-from kgqa.data.kb import Change, KnowledgeBase
+from kgqa.kb.changes import Change
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.data.triples import Key, Triple
-from kgqa import keyspace
-from kgqa.keyspace import KeySpace, encode_live_keys
+from kgqa.kb import keyspace
+from kgqa.kb.keyspace import KeySpace, encode_live_keys
 
 TRIPLES = [Triple(Key("张三", "职业"), "演员"), Triple(Key("张三", "出生地", "歌手"), "北京"),
            Triple(Key("李四", "职业"), "教师"), Triple(Key("李四", "职业"), "作家"), Triple(Key("王五", "身高", "篮球"), "2米")]

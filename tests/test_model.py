@@ -24,9 +24,9 @@ ARCHS = ["bert", "roformer"]
 
 
 
-def make_model(arch: str, seed: int = 0) -> UniLM:
+def make_model(arch: str, seed: int = 0, copy: bool = False) -> UniLM:
     torch.manual_seed(seed)
-    model = UniLM(build_backbone(arch, VOCAB, **SIZE)).eval()
+    model = UniLM(build_backbone(arch, VOCAB, **SIZE), copy=copy).eval()
     with torch.no_grad():  # a non-zero LM bias so it takes part in the comparisons
         model.lm_bias.normal_()
     return model
@@ -160,11 +160,13 @@ def test_left_padded_batch_equals_rows_alone(arch):
             torch.testing.assert_close(together[b, valid[b]], alone[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("copy", [False, True], ids=["lm-head", "copy-head"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_incremental_decoding_equals_full_recompute(arch):
-    """start + extend (the KV cache) give the logits forward gives on the whole sequence, with
-    left-padded questions and the cache rows reordered between steps as beam search does."""
-    model = make_model(arch)
+def test_incremental_decoding_equals_full_recompute(arch, copy):
+    """start + extend (the KV cache) give the step scores forward gives on the whole sequence, with
+    left-padded questions and the cache rows reordered between steps as beam search does (with a copy
+    head, its question memory follows the rows too)."""
+    model = make_model(arch, copy=copy)
     ids, seg, valid = batch([(7, 0), (3, 0), (5, 0)], left=True)
     steps = [  # (rows: row i continues old row rows[i], new tokens)
         ([0, 0, 1, 1, 2, 2], [5, 6, 7, 8, 9, 10]),  # each question's row becomes two beams

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, RoForme
 
 from cli import printed_metrics, run_cli
 from kgqa.cli import CONFIG_DIR
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
 from kgqa.data.sources import KgclueSource
 from kgqa.data.tokenizer import PretrainedTokenizer, encode_key
@@ -23,7 +23,7 @@ from kgqa.data.toy import make_toy
 from kgqa.data.triples import Key, Triple
 from kgqa.datamodule import build_tokenizer
 from kgqa.errors import CheckpointError, ConfigError
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 from kgqa.model import WITH_LM_HEAD, UniLM, build_backbone, load_pretrained_head
 from kgqa.checkpoints import tokenizer_from_state
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kgqa.data.kgclue import BOM, GZIP_MAGIC, UTF16_BOMS, read_knowledge, read_qa
+from kgqa.data.kgclue import BOM, GZIP_MAGIC, UTF16_BOMS, read_qa
 from kgqa.errors import DataError
-from kgqa.kbfolder import read_change_log, read_changes
+from kgqa.kb.changes import read_change_log, read_changes
+from kgqa.kb.knowledge_txt import read_knowledge
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,15 +5,21 @@ import json
 import logging
 
 import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from cli import run_cli
-from kgqa.data.kb import Change, KnowledgeBase
-from kgqa.data.kgclue import read_knowledge, read_qa
-from kgqa.data.sources import FileKB, GoldKB, KgclueSource, ToySource
+from kgqa.data.kgclue import read_qa
+from kgqa.data.sources import KgclueSource, ToySource
+from kgqa.kb.changes import CHANGES, Change, format_change, read_change_log, read_changes
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.knowledge_txt import read_knowledge
+from kgqa.kb.sources import FileKB, GoldKB, KbSource
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError
-from kgqa.kbfolder import CHANGES, VOCAB, KbFolder, format_change, read_change_log, read_changes
-from kgqa.kbfolder import KNOWLEDGE as KNOWLEDGE_FILE
+from kgqa.trusted import CONF
+from kgqa.kb.folder import VOCAB, KbFolder
+from kgqa.kb.folder import KNOWLEDGE as KNOWLEDGE_FILE
 
 
 def qa_line(question=None, answer=None, **extra):
@@ -412,3 +418,11 @@ def test_train_on_an_empty_split_exits_1_before_training(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"kgqa: {tmp_path / 'train.json'}: empty: no questions"
     assert not (run / "checkpoints").exists()
+
+
+def test_every_kb_option_is_a_kb_source():
+    """The data module calls build, tokenizer and keyspace on whatever `kb=` gives, checking no types."""
+    options = sorted((CONF / "kb").glob("*.yaml"))
+    assert len(options) >= 4
+    for path in options:
+        assert issubclass(get_class(OmegaConf.load(path)._target_), KbSource), path

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kgqa.data.augment import SubjectSwap
-from kgqa.data.sources import SynthKB, ToySource
+from kgqa.data.augment import PREDICATE_SLOT, SUBJECT_SLOT, SubjectSwap, TemplateFill, question_template
+from kgqa.data.sources import ToySource
+from kgqa.data.triples import Key
+from kgqa.kb.sources import SynthKB
 from kgqa.datamodule import KgqaDataModule
 from kgqa.model import UniLM, build_backbone
 
@@ -41,6 +43,36 @@ def test_subject_swap_is_deterministic_for_a_seed(toy_dm):
     train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
     assert SubjectSwap(2, seed=0)(train, toy_dm.kb, held_out) == toy_dm.train_examples[len(train):]
     assert SubjectSwap(2, seed=1)(train, toy_dm.kb, held_out) != toy_dm.train_examples[len(train):]
+
+
+def test_question_template_makes_slots_of_s_and_of_p_outside_s():
+    key = Key("出生日期表", "出生日期", "")
+    assert question_template("出生日期表的出生日期是？", key) == f"{SUBJECT_SLOT}的{PREDICATE_SLOT}是？"
+    assert question_template("出生日期表是什么？", key) is None  # P only inside S
+    assert question_template("它的出生日期是？", key) is None  # no S
+
+
+@pytest.mark.parametrize("entities", ["train", "all"])
+def test_template_fill_asks_training_phrasings_about_other_keys(toy_dm, entities):
+    train, kb = toy_dm.splits["train"], toy_dm.kb
+    held_out = toy_dm.splits["val"] + toy_dm.splits["test"]
+    extra = TemplateFill(per_question=2, entities=entities, seed=0)(train, kb, held_out)
+    by_id = {str(e.id): e for e in train}
+    train_entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
+    meanings = Counter((k.subject, k.predicate) for k in kb.keys)
+    templates = [e for e in train if question_template(e.question, e.triple.key)]
+    assert len(extra) == 2 * len(templates) > 0
+    outside = 0
+    for e in extra:
+        source = by_id[str(e.id).rsplit("/", 1)[0]]
+        key = e.triple.key
+        assert key in kb and e.triple.obj in kb.objects[kb.key_id(key)] and meanings[(key.subject, key.predicate)] == 1
+        template = question_template(source.question, source.triple.key)
+        assert e.question == template.replace(SUBJECT_SLOT, key.subject).replace(PREDICATE_SLOT, key.predicate)
+        outside += (key.subject, key.meaning) not in train_entities
+    assert outside == 0 if entities == "train" else outside > 0
+    assert len({e.triple.key.predicate for e in extra}) > len({e.triple.key.predicate for e in templates})
+    assert TemplateFill(2, entities, seed=0)(train, kb, []) == extra  # deterministic, and reads no held-out question
 
 
 def test_allowed_pairs_are_the_tries_choices_before_each_target_token(toy_dm):

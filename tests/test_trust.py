@@ -21,7 +21,7 @@ from kgqa.cli.checks import check_config
 from kgqa.data.toy import make_toy
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.checkpoints import load_checkpoint
-from kgqa.trusted import project_targets, trusted_config
+from kgqa.trusted import RENAMED_TARGETS, project_targets, trusted_config
 
 SMALL_TOY = ["+data.source.n_entities=300"]
 
@@ -45,7 +45,7 @@ def one_line_error(proc, *fragments: str) -> None:
 # --- a checkpoint is data ----------------------------------------------------------------
 def test_project_targets_are_what_conf_declares():
     targets = project_targets()
-    assert {"kgqa.data.sources.FileKB", "kgqa.decoding.processors.SubjectCopy", "lightning.pytorch.Trainer"} <= targets
+    assert {"kgqa.kb.sources.FileKB", "kgqa.decoding.processors.SubjectCopy", "lightning.pytorch.Trainer"} <= targets
     assert not any(t.startswith(("os.", "subprocess.", "builtins.")) for t in targets)
 
 
@@ -104,8 +104,30 @@ def test_a_crafted_run_folder_is_refused_on_resume(toy_ckpt, tmp_path):
 
 
 def test_trusted_config_keeps_a_plain_config():
-    config = {"kb": {"_target_": "kgqa.data.sources.SynthKB", "seed": 0}, "lookahead": None, "tags": ["a", 1]}
+    config = {"kb": {"_target_": "kgqa.kb.sources.SynthKB", "seed": 0}, "lookahead": None, "tags": ["a", 1]}
     assert trusted_config(copy.deepcopy(config), "x") == config
+
+
+def test_renamed_targets_are_read_under_their_new_names():
+    assert not set(RENAMED_TARGETS) & project_targets() and set(RENAMED_TARGETS.values()) <= project_targets()
+    for old, new in RENAMED_TARGETS.items():
+        stored = {"kb": {"_target_": old, "path": "x"}, "lookahead": [{"_target_": old}], "tags": [old]}
+        assert trusted_config(stored, "x") == {"kb": {"_target_": new, "path": "x"}, "lookahead": [{"_target_": new}],
+                                               "tags": [old]}
+
+
+def test_a_checkpoint_saved_with_an_old_target_decodes_as_before(toy_ckpt, tmp_path):
+    """A checkpoint trained before kgqa/kb/ names its KB source by its old path."""
+    ckpt = torch.load(toy_ckpt, weights_only=True)
+    assert ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
+    ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] = "kgqa.data.sources.SynthKB"
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    assert load_checkpoint(old)["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
+    metrics = {name: printed_metrics(run_cli("evaluate", f"ckpt={path}", "split=val", "logger=csv",
+                                             f"hydra.run.dir={tmp_path}/{name}"))
+               for name, path in (("new", toy_ckpt), ("old", old))}
+    assert metrics["old"] == metrics["new"] and "val/em" in metrics["old"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -170,6 +192,7 @@ BAD_SETTINGS = [
     ("train", ["data.on_bad_line=ignore"], "one of error, skip"),
     ("train", ["ablation_lookaheads=[none,nope]"], "lookahead choices"),
     ("train", ["backbone.arch=gpt"], "one of bert, roformer"),
+    ("train", ["model.copy=yes"], "model.copy='yes' is not valid: expected one of True, False"),
     ("eval", ["ckpt=x", "split=train"], "one of val, test"),
     ("eval", [], "ckpt="),
     ("predict", ["ckpt=x", "batch_size=0"], "batch_size=0"),

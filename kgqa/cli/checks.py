@@ -16,6 +16,7 @@ Check = Callable[[Any], bool]
 
 EXAMPLES = {  # what a required value looks like, for the message when it is missing
     "ckpt": "ckpt=outputs/<run dir> (a run directory or a .ckpt file)",
+    "out": "out=DIR (the folder kgqa-pretrain writes the pre-trained model to)",
     "kb.path": "kb.path=/data/Knowledge.txt (kb=file) or kb.path=DIR (kb=folder, a folder written by kgqa-kb out=DIR)",
 }
 
@@ -55,12 +56,16 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.num_workers": integer(0),
     "data.source.limit": optional(POSITIVE),
     "backbone.arch": one_of(*ARCHITECTURES),
+    "model.copy": one_of(True, False),
     "optim.lr": number(0.0, float("inf")),
     "optim.weight_decay": number(0.0, float("inf")),
     "scheduler.warmup": number(0.0, 1.0),
     "loss.label_smoothing": number(0.0, 1.0, high_open=True),
     "loss.trie_loss": number(0.0, 1.0),
     "trainer.max_epochs": integer(-1),
+    "trainer.max_steps": integer(-1),
+    "mask_rate": number(0.01, 0.9),
+    "max_len": integer(3),
     "batch_size": POSITIVE,
 }
 

@@ -12,7 +12,7 @@ from kgqa.data.tokenizer import CharTokenizer
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
-from kgqa.kbfolder import KNOWLEDGE, KbFolder
+from kgqa.kb.folder import KNOWLEDGE, KbFolder
 
 NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)",
          "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)"}

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 
-from kgqa.data.kb import KnowledgeBase
+from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
-from kgqa.data.triples import Triple
+from kgqa.data.triples import Key, Triple
+from kgqa.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,10 @@ class SubjectSwap:
 
     def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
         held_out_subjects = {e.triple.key.subject for e in held_out if e.triple is not None}
-        meanings = defaultdict(list)  # (S, P) -> key ids
-        for i in kb.live_ids():
-            key = kb.keys[i]
-            if key.subject not in held_out_subjects:
-                meanings[(key.subject, key.predicate)].append(i)
+        named = unambiguous_keys(kb, lambda key: key.subject not in held_out_subjects)
         by_predicate = defaultdict(list)  # P -> ids of keys that name their entity unambiguously
-        for (_, predicate), ids in meanings.items():
-            if len(ids) == 1:
-                by_predicate[predicate].append(ids[0])
+        for i in named:
+            by_predicate[kb.keys[i].predicate].append(i)
         rng = np.random.default_rng(self.seed)
         extra, no_subject = [], 0
         for example in train:
@@ -59,3 +56,70 @@ class SubjectSwap:
         log.info("subject swap: %d extra training pairs from %d questions (%d do not contain their subject)",
                  len(extra), len(train), no_subject)
         return extra
+
+
+def unambiguous_keys(kb: KnowledgeBase, admit: Callable[[Key], bool]) -> list[int]:
+    """Ids of the admitted live keys whose (S, P) has a single meaning in the KB: a question that
+    names S and P cannot say which of two homonyms it means, so only these make a fair question."""
+    meanings = defaultdict(list)  # (S, P) -> ids of admitted keys
+    clash = set()  # (S, P) held by a key that is not admitted: still a second meaning
+    for i in kb.live_ids():
+        key = kb.keys[i]
+        if admit(key):
+            meanings[(key.subject, key.predicate)].append(i)
+        else:
+            clash.add((key.subject, key.predicate))
+    return [ids[0] for sp, ids in meanings.items() if len(ids) == 1 and sp not in clash]
+
+
+class TemplateFill:
+    """Training questions as templates, filled with other KB keys: questions for predicates no
+    training question answers.
+
+    A training question that contains both its S and its P verbatim ("X的出生日期是？") becomes a
+    template ("{S}的{P}是？"), filled `per_question` times with a drawn key (S', P', M') whose (S', P')
+    has one meaning; the target is that key. KgCLUE's dev and test questions ask for predicates
+    that no training question answers, so a model trained on its own questions alone never
+    produces them; this teaches it to read P from the question as it reads S.
+
+    `entities="train"` (the strict control) draws only keys of the training questions' entities
+    (subject and meaning), so a gain cannot come from facts of dev/test entities; `"all"` draws
+    from every key in the KB. Never reads a val/test question.
+    """
+
+    def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
+        if entities not in ("train", "all"):
+            raise ConfigError(f"augment.entities={entities!r}: choose train (keys of training entities) or all")
+        self.per_question, self.entities, self.seed = per_question, entities, seed
+
+    def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
+        entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
+        admit = (lambda key: (key.subject, key.meaning) in entities) if self.entities == "train" else (lambda key: True)
+        pool = unambiguous_keys(kb, admit)
+        if not pool:
+            raise DataError(f"template fill: no KB key of {self.entities} entities has a single meaning to ask about")
+        templates = [(e, template) for e in train if (template := question_template(e.question, e.triple.key))]
+        rng = np.random.default_rng(self.seed)
+        extra = []
+        for example, template in templates:
+            for n, j in enumerate(rng.choice(len(pool), size=min(self.per_question, len(pool)), replace=False)):
+                new = kb.keys[pool[j]]
+                question = template.replace(SUBJECT_SLOT, new.subject).replace(PREDICATE_SLOT, new.predicate)
+                extra.append(QAExample(f"{example.id}/fill{n}", question, Triple(new, kb.answer(pool[j]))))
+        log.info("template fill (%s entities): %d extra training pairs from %d templates of %d questions, %d keys drawn from",
+                 self.entities, len(extra), len(templates), len(train), len(pool))
+        return extra
+
+
+SUBJECT_SLOT, PREDICATE_SLOT = "\x00", "\x01"  # characters no question holds (the readers refuse NUL)
+
+
+def question_template(question: str, key: Key) -> str | None:
+    """The question with its S and P made slots, or None when it does not hold both verbatim
+    (P is looked for outside S, so a predicate inside the subject's name is not a slot)."""
+    if not key.subject or not key.predicate or key.subject not in question:
+        return None
+    parts = question.split(key.subject)
+    if not any(key.predicate in part for part in parts):
+        return None
+    return SUBJECT_SLOT.join(part.replace(key.predicate, PREDICATE_SLOT) for part in parts)

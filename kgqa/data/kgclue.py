@@ -1,9 +1,11 @@
-"""Readers for KgCLUE files: QA splits (JSON lines) and the knowledge base (TSV).
+"""Readers for KgCLUE files: the one line reader of user files, and the QA splits (JSON lines).
 
-Every user text file is read by one LineReader (plain or gzip, UTF-8 decoded line by line), and
-every TSV line is split and checked by its `fields`. A bad line raises a DataError naming the
-file and line; with on_bad_line="skip" it is counted and logged instead, never dropped silently.
-A file without a single valid line is a DataError too (an empty KB or split would only fail later).
+Every user text file is read by one LineReader (plain or gzip, UTF-8 decoded line by line).
+Every TSV line (Knowledge.txt, the KB's change files: kgqa/kb/) is split by `split_tsv` and
+checked by the reader's `fields`, and every one written is joined by `join_tsv`. A bad line
+raises a DataError naming the file and line; with on_bad_line="skip" it is counted and logged
+instead, never dropped silently. A file without a single valid line is a DataError too (an empty
+KB or split would only fail later).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from kgqa.data.triples import Triple
 from kgqa.errors import ConfigError, DataError
@@ -22,6 +24,17 @@ log = logging.getLogger(__name__)
 ANSWER_SEP = " ||| "
 BOM, GZIP_MAGIC, UTF16_BOMS = b"\xef\xbb\xbf", b"\x1f\x8b", (b"\xff\xfe", b"\xfe\xff")
 SKIP_HINT = " (set data.on_bad_line=skip to skip such lines)"
+TAB = "\t"
+
+
+def split_tsv(line: str) -> list[str]:
+    """The fields of a TSV line without its line end."""
+    return line.split(TAB)
+
+
+def join_tsv(fields: Iterable[str]) -> str:
+    """A TSV line with its line end, as split_tsv reads it back (fields hold no tab and no line end)."""
+    return TAB.join(fields) + "\n"
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class LineReader:
 
     def fields(self, lineno: int, line: str, counts: tuple[int, ...]) -> list[str] | None:
         """The tab-separated fields of a line when there are `counts` of them, none blank; else None (a bad line)."""
-        fields = line.split("\t")
+        fields = split_tsv(line)
         if len(fields) in counts and "" not in map(str.strip, fields):
             return fields
         blank = f", field {[f.strip() for f in fields].index('') + 1} blank" if len(fields) in counts else ""
@@ -154,10 +167,3 @@ def read_qa(path: str | Path, on_bad_line: str = "error", labelled: bool = True)
             lines.bad(lineno, f"not a KgCLUE QA line: {e}")
     return examples
 
-
-def read_knowledge(path: str | Path, on_bad_line: str = "error") -> Iterator[Triple]:
-    """Stream a Knowledge.txt (subject TAB predicate TAB object per line; .gz accepted)."""
-    lines = LineReader(path, on_bad_line, "triples")
-    for lineno, line in lines:
-        if fields := lines.fields(lineno, line, (3,)):
-            yield Triple.parse(*fields)

@@ -1,23 +1,19 @@
-"""Where questions and KB triples come from, as Hydra-instantiable objects.
+"""Where questions come from, as Hydra-instantiable objects.
 
-Data sources (`data=`) give the QA splits and their gold triples; KB sources (`kb=`)
-turn a data source into a KnowledgeBase.
+Data sources (`data=`) give the QA splits, their gold triples and synthetic KB triples; the KB
+sources (`kb=`, kgqa/kb/sources.py) turn a data source into a KnowledgeBase.
 """
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 from pathlib import Path
 
-from kgqa.data.kb import KnowledgeBase
 from kgqa.data.kgclue import QAExample, read_qa
-from kgqa.data.knowledge_arrow import read_knowledge_kb
 from kgqa.data.synth import synth_kb
 from kgqa.data.toy import ToyData, make_toy
 from kgqa.data.triples import Triple
 from kgqa.errors import ConfigError
 
-log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -81,31 +77,3 @@ class ToySource:
         """The toy KB already holds its own distractors."""
         return self._toy.triples
 
-
-class GoldKB:
-    def build(self, data) -> KnowledgeBase:
-        return KnowledgeBase(data.gold_triples())
-
-
-class SynthKB:
-    def __init__(self, seed: int = 0, **options):
-        self.seed, self.options = seed, options
-
-    def build(self, data) -> KnowledgeBase:
-        return KnowledgeBase(data.synth_triples(self.seed, **self.options))
-
-
-class FileKB:
-    """A real KgCLUE Knowledge.txt (subject TAB predicate TAB object; .gz accepted)."""
-
-    def __init__(self, path: str, on_bad_line: str = "error"):
-        self.path, self.on_bad_line = Path(path), on_bad_line
-
-    def build(self, data) -> KnowledgeBase:
-        if not self.path.is_file():
-            raise FileNotFoundError(f"KB file not found: {self.path} (set kb.path=...)")
-        kb = read_knowledge_kb(self.path, self.on_bad_line)
-        unanswerable = sum(e.triple.key not in kb for split in SPLITS for e in data.splits[split])
-        if unanswerable:
-            log.warning("%d labelled questions have a gold key that is not in %s", unanswerable, self.path)
-        return kb

@@ -17,7 +17,7 @@ from kgqa.data.tokenizer import Tokenizer, encode_question
 from kgqa.data.triples import Triple
 from kgqa.decoding.beam import Hypothesis, beam_search
 from kgqa.decoding.context import Rule
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM
 
 

@@ -18,7 +18,7 @@ import torch
 
 from kgqa.decoding.context import Rule
 from kgqa.decoding.mask import masked_step_scores, step_context
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kgqa.decoding.context import StepContext, scatter
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 
 
 def step_context(keyspace: KeySpace, questions: list[list[int]], row_question: np.ndarray, prefixes: np.ndarray,

@@ -17,7 +17,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 from kgqa.decoding.context import StepContext, scatter
-from kgqa.keyspace import KeySpace
+from kgqa.kb.keyspace import KeySpace
 
 
 def renormalise(scores: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ and only its distinct strings are cleaned as Triple.parse cleans a line's fields
 Python's own whitespace, the subject split off its trailing （meaning）, the object's whitespace
 runs collapsed), then KnowledgeBase.from_arrays sorts and groups them with numpy.
 
-What this path cannot place exactly goes to the line-by-line reader (kgclue.read_knowledge), which
+What this path cannot place exactly goes to the line-by-line reader (knowledge_txt.read_knowledge), which
 names the file and line: a bad line when bad lines are errors, bytes Arrow would split or read
 differently (CR, NUL, text that is not UTF-8), gzip trouble, or a file without one valid triple. Bad lines skipped (on_bad_line=skip) are counted here, as that reader counts them.
 """
@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as csv
 
-from kgqa.data.kb import KnowledgeBase
-from kgqa.data.kgclue import BOM, LineReader, read_knowledge
-from kgqa.data.strings import STRING
+from kgqa.data.kgclue import BOM, TAB, LineReader
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.knowledge_txt import read_knowledge
+from kgqa.kb.strings import STRING
 from kgqa.data.triples import CLOSE, OPEN, split_subject
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def read_with_arrow(lines: LineReader) -> KnowledgeBase:
     table = csv.read_csv(
         source,
         read_options=csv.ReadOptions(column_names=list(FIELDS), block_size=1 << 26),
-        parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, newlines_in_values=False,
+        parse_options=csv.ParseOptions(delimiter=TAB, quote_char=False, escape_char=False, newlines_in_values=False,
                                        ignore_empty_lines=True, invalid_row_handler=other_width),
         convert_options=csv.ConvertOptions(column_types=dict.fromkeys(FIELDS, STRING), strings_can_be_null=False,
                                            quoted_strings_can_be_null=False))

@@ -8,13 +8,14 @@
                         written from (its size and time are kept with them)
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
-                        add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O]
+                        add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O] (kgqa/kb/changes.py)
     DIR/.lock           the folder's lock (see below)
 
 Loading replays the changes on the base KB (new keys get new ids after the base ones) and puts
 an overlay of the changed keys over each saved trie, so a change needs no retraining and no
 rebuild, and the next decode sees it. `merge` folds the changes into Knowledge.txt and the tries.
-As a KB source (`kb=folder kb.path=DIR`), `build` gives the KB and `keyspace` the saved trie.
+As a KB source (`kb=folder kb.path=DIR`, the KbSource of kgqa/kb/sources.py), `build` gives the
+KB, `tokenizer` the saved vocabulary and `keyspace` the saved trie under that overlay.
 
 One writer at a time, and no reader sees half a change: every read-modify-write (build, add,
 delete, merge) holds the folder's lock throughout, and loading holds it while it reads the base
@@ -29,122 +30,29 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from filelock import FileLock
 
-from kgqa.data.kb import Change, KnowledgeBase
-from kgqa.data.kgclue import LineReader
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
-from kgqa.data.knowledge_arrow import read_knowledge_kb
-from kgqa.data.strings import STRING, parts
-from kgqa.data.triples import CLOSE, OPEN, Key, Triple, split_subject
 from kgqa.errors import ConfigError, DataError
-from kgqa.files import atomic_output, write_bytes
-from kgqa.keyspace import KeySpace, KeyTooLong, show
+from kgqa.files import atomic_output, swap_in_folder, write_bytes
+from kgqa.kb.arrow_reader import read_knowledge_kb
+from kgqa.kb.changes import CHANGES, OPS, Change, format_change, read_change_log, read_changes, where
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.keyspace import KeySpace, KeyTooLong, show
+from kgqa.kb.knowledge_txt import as_read_back, knowledge_text
+from kgqa.kb.sources import KbSource
 from kgqa.trie import MAX_LENGTH, OverlayTrie, Trie
 
 log = logging.getLogger(__name__)
-KNOWLEDGE, VOCAB, CHANGES, COLUMNS, LOCK = "Knowledge.txt", "vocab.json", "changes.tsv", "kb", ".lock"
-OPS = ("add", "delete")
+KNOWLEDGE, VOCAB, COLUMNS, LOCK = "Knowledge.txt", "vocab.json", "kb", ".lock"
 REWRITE = ("write the folder again: kgqa-kb kb=file kb.path=DIR/Knowledge.txt out=NEWDIR (after action=merge, "
            "which keeps changes.tsv), or from the KB's source")
-
-
-def knowledge_line(t: Triple) -> str:
-    return f"{t.key.full_subject}\t{t.key.predicate}\t{t.obj}\n"
-
-
-def as_read_back(kb: KnowledgeBase) -> KnowledgeBase:
-    """The KB that Knowledge.txt written from `kb` will read as (subjects split, objects normalised
-    as read_knowledge does), built before the file is written: its ids are the ids the tries store.
-    A KB read from a Knowledge.txt (or saved from one) already is, without changes: reading is a fixed point."""
-    if kb.read_back and not kb.added and not kb.changed:
-        return kb
-    return KnowledgeBase(Triple.parse(*knowledge_line(t).rstrip("\n").split("\t")) for t in kb.triples())
-
-
-def knowledge_text(kb: KnowledgeBase, keys_at_a_time: int = 1 << 20) -> Iterator[memoryview]:
-    """The lines of Knowledge.txt (knowledge_line per triple, keys in id order) of a KB without changes, as
-    UTF-8 bytes a chunk of keys at a time: each line's pieces joined by one Arrow call, not a Python call per line."""
-    tables = [table.array for table in kb.tables]
-    open_, close_tab, tab, newline, nothing = (pa.scalar(text, type=STRING)
-                                               for text in (OPEN, CLOSE + "\t", "\t", "\n", ""))
-    for a in range(0, kb.num_base, keys_at_a_time):
-        b = min(a + keys_at_a_time, kb.num_base)
-        per_object = np.repeat(np.arange(a, b), np.diff(kb.key_objects[a : b + 1]))  # the key of each line
-        s, p, m = (table.take(column[per_object]) for table, column in zip(tables, kb.columns))
-        first, last = int(kb.key_objects[a]), int(kb.key_objects[b])
-        objects = kb.object_strings.array.slice(first, last - first)
-        no_meaning = pc.equal(m, nothing)  # S TAB P TAB O, or S（M） TAB P TAB O
-        lines = pc.binary_join_element_wise(s, pc.if_else(no_meaning, nothing, open_), m,
-                                            pc.if_else(no_meaning, tab, close_tab), p, tab, objects, newline, nothing)
-        offsets, data = parts(lines)
-        yield memoryview(data[offsets[0] : offsets[-1]])
-
-
-CHANGE_FIELDS = {"add": (3,), "delete": (2, 3)}  # S（M） TAB P TAB O; a delete may leave out O (every object)
-
-
-def read_changes(path: Path, op: str, on_bad_line: str = "error") -> list[Change]:
-    """Change lines from a TSV: S（M） TAB P TAB O to add; to delete, also S（M） TAB P (every object of the key)."""
-    lines = LineReader(path, on_bad_line, f"triples to {op}", hint="")
-    return [parse_change(op, fields) for lineno, line in lines
-            if (fields := lines.fields(lineno, line, CHANGE_FIELDS[op]))]
-
-
-def read_change_log(path: Path, on_bad_line: str = "error") -> list[Change]:
-    """The folder's changes.tsv (add|delete TAB the fields of a change line), as format_change writes it."""
-    lines, changes = LineReader(path, on_bad_line, "changes", empty_ok=True, hint=""), []
-    for lineno, line in lines:
-        op, _, rest = line.partition("\t")
-        if op not in OPS:
-            lines.bad(lineno, f"not a change line (add|delete TAB S TAB P [TAB O]): {line[:80]!r}")
-        elif fields := lines.fields(lineno, rest, CHANGE_FIELDS[op]):
-            changes.append(parse_change(op, fields))
-    return changes
-
-
-def parse_change(op: str, fields: list[str]) -> Change:
-    if len(fields) == 3:
-        t = Triple.parse(*fields)
-        return Change(op, t.key, t.obj)
-    subject, meaning = split_subject(fields[0].strip())
-    return Change(op, Key(subject, fields[1].strip(), meaning))
-
-
-def format_change(c: Change) -> str:
-    return "\t".join([c.op, c.key.full_subject, c.key.predicate] + ([c.obj] if c.obj is not None else [])) + "\n"
-
-
-def line_of(path: Path, key: Key) -> int | None:
-    """The first line with this key of a triples file (S（M） TAB P TAB O) or a change log (the same
-    after the op): for messages about a key. None if no line has it, or the file is unreadable."""
-    try:
-        for lineno, line in LineReader(path, on_bad_line="skip", empty_ok=True):
-            fields = line.split("\t")
-            fields = fields[1:] if path.name == CHANGES else fields
-            if len(fields) >= 2 and Triple.parse(fields[0], fields[1], "").key == key:
-                return lineno
-    except (OSError, DataError):
-        return None
-    return None
-
-
-def where(key: Key, *paths: Path | None) -> str:
-    """`path:line` of the first of `paths` with a line of this key; else the first path, or "the KB"."""
-    for path in filter(None, paths):
-        line = line_of(path, key)
-        if line:
-            return f"{path}:{line}"
-    return str(next(filter(None, paths), "the KB"))
 
 
 def folder_lock(path: Path) -> FileLock:
@@ -165,7 +73,7 @@ class Loaded:
     tries: dict[str, Trie]
 
 
-class KbFolder:
+class KbFolder(KbSource):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / KNOWLEDGE).is_file() or not (self.path / VOCAB).is_file():
@@ -192,21 +100,6 @@ class KbFolder:
             write_base(path, base, tries)
             (path / CHANGES).unlink(missing_ok=True)
         return cls(path)
-
-    @staticmethod
-    def swap_in(target: Path, write) -> None:
-        """write(folder) into a new folder, then swap it in: a reader never sees half of one."""
-        fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            write(fresh)
-        except BaseException:
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
-        stale = fresh.with_name(fresh.name + ".old")
-        if target.exists():
-            target.rename(stale)
-        fresh.rename(target)
-        shutil.rmtree(stale, ignore_errors=True)
 
     @property
     def orders(self) -> list[str]:
@@ -402,9 +295,9 @@ def write_base(path: Path, base: KnowledgeBase, tries: dict[str, Trie]) -> None:
     source stamp differs) and the tries no longer match and say so."""
     with atomic_output(path / KNOWLEDGE, "wb") as f:
         f.writelines(knowledge_text(base))
-    KbFolder.swap_in(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
+    swap_in_folder(path / COLUMNS, lambda fresh: base.save(fresh, knowledge_stamp(path)))
     for order, trie in tries.items():
-        KbFolder.swap_in(path / f"trie-{order}", trie.save)
+        swap_in_folder(path / f"trie-{order}", trie.save)
     for order in set(saved_orders(path)) - set(tries):
         shutil.rmtree(path / f"trie-{order}")
 

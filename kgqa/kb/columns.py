@@ -1,14 +1,12 @@
 """The knowledge base: keys (S, P, M) mapped to their objects, in file order.
 
-Sources (config `kb=`): `file` (a real Knowledge.txt), `gold` (the answer triples
-of the labelled splits), `synth` (gold plus generated distractors, see synth.py).
-A KB folder saved by kgqa-kb replays its change log with `updated` (kgqa/kbfolder.py).
+Built by the sources of config `kb=` (kgqa/kb/sources.py). A KB folder saved by kgqa-kb
+replays its change log with `updated` (kgqa/kb/folder.py).
 """
 from __future__ import annotations
 
 import json
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -16,8 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kgqa.data.strings import STRING, ItemView, Strings, as_strings, code_points
 from kgqa.data.triples import Key, Triple
+from kgqa.kb.changes import Change
+from kgqa.kb.strings import STRING, ItemView, Strings, as_strings, code_points
 from kgqa.errors import DataError
 from kgqa.saved import REBUILD, load_array, read_header, write_header
 
@@ -29,21 +28,12 @@ STRING_FILES = ("subjects.arrow", "predicates.arrow", "meanings.arrow", "objects
 FILES = [f"{name}.npy" for name in ARRAYS] + list(STRING_FILES)
 
 
-@dataclass(frozen=True)
-class Change:
-    """One entry of a KB's change log: add a triple, delete a triple, or delete a key (obj None)."""
-
-    op: str  # "add" | "delete"
-    key: Key
-    obj: str | None = None
-
-
 class KnowledgeBase:
     """Keys sorted for a deterministic id per key (its rank); each key keeps every distinct object.
 
     Stored as columns, not as Python objects per triple, so that KgCLUE's 20M-triple KB fits in
     a few GB: the distinct subjects, predicates and meanings are sorted string tables, a key is
-    three indices into them (`columns`), and the objects are one Arrow string array (kgqa/data/strings.py).
+    three indices into them (`columns`), and the objects are one Arrow string array (kgqa/kb/strings.py).
 
     An updated KB (`updated`) keeps every id: a new key gets the next one, and a key left without
     objects keeps its id but is no longer in the KB, so a trie over the old ids stays valid. The

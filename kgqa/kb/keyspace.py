@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from kgqa.data.kb import FIELDS, KnowledgeBase, key_order
-from kgqa.data.strings import Strings, code_points
+from kgqa.kb.columns import FIELDS, KnowledgeBase, key_order
+from kgqa.kb.strings import Strings, code_points
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer
 from kgqa.data.triples import Key, order_fields
 from kgqa.errors import DataError
