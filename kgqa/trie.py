@@ -133,7 +133,8 @@ class Trie(KeyTrie):
 
     @classmethod
     def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray, values: np.ndarray | None = None) -> "Trie":
-        """Build from sequences concatenated in `tokens` with their `lengths`: no Python object per key."""
+        """Build from sequences concatenated in `tokens` with their `lengths`: no Python object per key. Sorted
+        sequences of the trie's token type (a KB's keys from encode_live_keys) are kept, not copied."""
         tokens, lengths = np.asarray(tokens), np.asarray(lengths, dtype=np.int64)
         n = len(lengths)
         values = np.arange(n) if values is None else np.asarray(values)
@@ -367,8 +368,8 @@ def gather_rows(tokens, starts, lengths, order, dtype, chunk: int = 1 << 20) -> 
     lengths = lengths[order]
     offsets = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if np.array_equal(order, np.arange(len(order))) and np.array_equal(starts, offsets[:-1]):  # in place already
-        return tokens[: offsets[-1]].astype(dtype), offsets.astype(smallest_uint(int(offsets[-1])))
+    if np.array_equal(order, np.arange(len(order))) and np.array_equal(starts, offsets[:-1]):  # in place already:
+        return tokens[: offsets[-1]].astype(dtype, copy=False), offsets.astype(smallest_uint(int(offsets[-1])))  # kept
     out = np.empty(int(offsets[-1]), dtype=dtype)
     for a in range(0, len(order), chunk):
         b = min(a + chunk, len(order))
