@@ -11,7 +11,6 @@ files, and any large one whose time changed (a copy without times kept, an edit)
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import tokenize
 import zlib
@@ -28,14 +27,16 @@ REBUILD = "rebuild it with kgqa-kb (out=DIR, or action=merge kb_dir=DIR for a KB
 
 
 def fingerprint(path: Path) -> list[int]:
-    """[size, CRC-32] of a file, memory-mapped and read in chunks (no copy: a GB of columns checks in about a second)."""
+    """[size, CRC-32] of a file, read a chunk at a time into one buffer: not memory-mapped, so the process's
+    resident memory does not grow by the file's size (the 954 MB trie of the full KB is written and checked
+    while the KB is in memory)."""
     crc = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        if size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
-                for start in range(0, size, 1 << 24):
-                    crc = zlib.crc32(view[start : start + (1 << 24)], crc)
+        buffer = bytearray(min(size, 1 << 24) or 1)
+        with memoryview(buffer) as view:
+            while read := f.readinto(buffer):
+                crc = zlib.crc32(view[:read], crc)
     return [size, crc]
 
 

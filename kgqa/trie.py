@@ -133,7 +133,8 @@ class Trie(KeyTrie):
 
     @classmethod
     def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray, values: np.ndarray | None = None) -> "Trie":
-        """Build from sequences concatenated in `tokens` with their `lengths`: no Python object per key."""
+        """Build from sequences concatenated in `tokens` with their `lengths`: no Python object per key. Sorted
+        sequences of the trie's token type (a KB's keys from encode_live_keys) are kept, not copied."""
         tokens, lengths = np.asarray(tokens), np.asarray(lengths, dtype=np.int64)
         n = len(lengths)
         values = np.arange(n) if values is None else np.asarray(values)
@@ -307,6 +308,9 @@ def sort_rows(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     (length n+1, -1 at both ends); a tie that outlives a row means a prefix or a duplicate."""
     n = len(lengths)
     order = np.arange(n)
+    lcp = in_order(tokens, starts, lengths)
+    if lcp is not None:
+        return order, lcp
     lcp = np.full(n + 1, -1, dtype=np.int32)
     pos = np.arange(n) if n > 1 else np.zeros(0, dtype=np.int64)  # positions in a tie of 2+ rows
     group = np.zeros(len(pos), dtype=np.int64)  # the tie of each of them, numbered in order
@@ -332,6 +336,27 @@ def sort_rows(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     return order, lcp
 
 
+def in_order(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, chunk: int = 1 << 14) -> np.ndarray | None:
+    """sort_rows' lcp of sequences that are sorted already (as a KB's keys in id order are, under a character
+    vocabulary in code-point order), from neighbours compared a column at a time instead of sorted; None at
+    the first column with a pair out of order. A chunk of rows at a time: small arrays, reused from the cache."""
+    lcp = np.full(len(lengths) + 1, -1, dtype=np.int32)
+    for a in range(1, len(lengths), chunk):
+        pairs = np.arange(a, min(a + chunk, len(lengths)))  # row i against row i-1, while they are equal so far
+        column = 0
+        while len(pairs):
+            if (lengths[pairs - 1] <= column).any() or (lengths[pairs] <= column).any():
+                raise ValueError(PREFIX_ERROR)
+            before, after = tokens[starts[pairs - 1] + column], tokens[starts[pairs] + column]
+            if (before > after).any():
+                return None
+            differ = before != after
+            lcp[pairs[differ]] = column
+            pairs = pairs[~differ]
+            column += 1
+    return lcp
+
+
 def copy_segments(out: np.ndarray, out_starts: np.ndarray, src: np.ndarray, src_starts: np.ndarray, lengths: np.ndarray) -> None:
     """out[out_starts[i] + k] = src[src_starts[i] + k] for k < lengths[i]: many slices copied at once."""
     rank = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -343,6 +368,8 @@ def gather_rows(tokens, starts, lengths, order, dtype, chunk: int = 1 << 20) -> 
     lengths = lengths[order]
     offsets = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    if np.array_equal(order, np.arange(len(order))) and np.array_equal(starts, offsets[:-1]):  # in place already:
+        return tokens[: offsets[-1]].astype(dtype, copy=False), offsets.astype(smallest_uint(int(offsets[-1])))  # kept
     out = np.empty(int(offsets[-1]), dtype=dtype)
     for a in range(0, len(order), chunk):
         b = min(a + chunk, len(order))
@@ -351,19 +378,39 @@ def gather_rows(tokens, starts, lengths, order, dtype, chunk: int = 1 << 20) -> 
     return out, offsets.astype(smallest_uint(int(offsets[-1])))
 
 
-def previous_smaller(values: np.ndarray, strict: bool = True) -> np.ndarray:
-    """For each i in 1 .. len-2, the nearest j < i with values[j] < values[i] (<= unless strict).
+def previous_smaller(values: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """For each i in 1 .. len-2, the nearest j < i with values[j] < values[i].
 
     values[0] must be below all others. Pointer jumping: every pointer follows its target's
-    pointer until it lands on a smaller value, all pointers at once (about log n rounds)."""
+    pointer until it lands on a smaller value, all pointers at once (about log n rounds). First
+    within chunks, not past a chunk's start (small arrays, reused from the cache), then the few
+    pointers left at a chunk's start, over the whole array."""
     ptr = np.arange(-1, len(values) - 1)
+
+    def jump(todo: np.ndarray, floor: int) -> None:
+        while len(todo):
+            target = ptr[todo]
+            blocked = (values[target] >= values[todo]) & (target >= floor)
+            todo = todo[blocked]
+            ptr[todo] = ptr[target[blocked]]
+
+    for a in range(1, len(values) - 1, chunk):
+        jump(np.arange(a, min(a + chunk, len(values) - 1)), a)
     todo = np.arange(1, len(values) - 1)
-    while len(todo):
-        target = ptr[todo]
-        blocked = values[target] >= values[todo] if strict else values[target] > values[todo]
-        todo = todo[blocked]
-        ptr[todo] = ptr[target[blocked]]
+    jump(todo[values[ptr[todo]] >= values[todo]], 0)
     return ptr
+
+
+def first_of_interval(lcp: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """For positions 1 .. n-1, whether each is the first of its lcp-interval: no position after left[i] (the
+    previous smaller) and before it has its lcp. Positions are grouped by lcp with a stable radix sort (it fits
+    int16), cheaper than finding the previous smaller-or-equal by pointer jumping."""
+    n = len(lcp) - 1
+    by_value = np.argsort(lcp.astype(np.int16), kind="stable")
+    previous_same = np.full(n + 1, -1, dtype=np.int64)  # the last position before each with the same lcp
+    same = lcp[by_value[1:]] == lcp[by_value[:-1]]
+    previous_same[by_value[1:][same]] = by_value[:-1][same]
+    return previous_same[1:n] < left[1:n]
 
 
 def internal_nodes(tokens: np.ndarray, offsets: np.ndarray, lcp: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -375,7 +422,7 @@ def internal_nodes(tokens: np.ndarray, offsets: np.ndarray, lcp: np.ndarray) -> 
     n = len(lcp) - 1
     left = previous_smaller(lcp)
     right = n - previous_smaller(lcp[::-1].copy())[::-1]
-    first = lcp[previous_smaller(lcp, strict=False)[1:n]] < lcp[1:n]  # first position of its interval
+    first = first_of_interval(lcp, left)
     at = np.flatnonzero(first & (lcp[1:n] > 0)) + 1  # depth 0 is the root
     preorder = np.argsort(left[at] * (MAX_LENGTH + 1) + lcp[at])
     at = at[preorder]

@@ -3,7 +3,9 @@ same DataError or skip count), a KB folder keeps its strings as memory-mapped Ar
 vectorised vocabulary and key encodings equal the per-string ones."""
 import gzip
 import logging
+import random
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,11 +15,12 @@ from kgqa.kb.columns import KnowledgeBase
 from kgqa.kb.arrow_reader import WHITESPACE, read_knowledge_kb
 from kgqa.data.sources import ToySource
 from kgqa.kb.strings import Strings
-from kgqa.data.tokenizer import CharTokenizer
+from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.errors import DataError
 from kgqa.kb.folder import KbFolder
 from kgqa.kb.knowledge_txt import knowledge_line, knowledge_text, read_knowledge
 from kgqa.kb.keyspace import encode_strings
+from kgqa.trie import ARRAYS as TRIE_ARRAYS, Trie
 
 LINE_BY_LINE = "read line by line"
 
@@ -111,8 +114,15 @@ def test_a_folder_keeps_the_kb_memory_mapped_and_knowledge_txt_round_trips(tmp_p
     kb = read_knowledge_kb(path)
     expected = "".join(map(knowledge_line, kb.triples())).encode("utf-8")
     assert b"".join(knowledge_text(kb, keys_at_a_time=7)) == expected  # chunked as at full size
-    folder = KbFolder.create(tmp_path / "folder", kb, CharTokenizer.build(kb.characters()), ["spm"], source=path)
+    tokenizer = CharTokenizer.build(kb.characters())
+    folder = KbFolder.create(tmp_path / "folder", kb, tokenizer, ["spm", "smp"], source=path)
     assert (folder.path / "Knowledge.txt").read_bytes() == expected
+    ids = random.Random(0).sample(range(len(kb)), len(kb))  # the reference's keys out of order: it sorts them
+    for order in ("spm", "smp"):  # the saved trie is the one built key by key from encode_key
+        saved = Trie.load(folder.path / f"trie-{order}")
+        reference = Trie.build([encode_key(tokenizer, kb.keys[i], order) for i in ids], ids)
+        assert all(getattr(saved, name).dtype == getattr(reference, name).dtype
+                   and np.array_equal(getattr(saved, name), getattr(reference, name)) for name in TRIE_ARRAYS)
     allocated = pa.total_allocated_bytes()
     loaded = KnowledgeBase.load(folder.path / "kb")
     assert pa.total_allocated_bytes() == allocated  # the strings are mapped, not read into memory

@@ -8,15 +8,19 @@ from kgqa.kb.changes import Change
 from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key
 from kgqa.data.triples import Key, Triple
+from kgqa.kb import keyspace
 from kgqa.kb.keyspace import KeySpace, encode_live_keys
 
 TRIPLES = [Triple(Key("张三", "职业"), "演员"), Triple(Key("张三", "出生地", "歌手"), "北京"),
            Triple(Key("李四", "职业"), "教师"), Triple(Key("李四", "职业"), "作家"), Triple(Key("王五", "身高", "篮球"), "2米")]
 
 
+@pytest.mark.parametrize("chunk", [2, keyspace.CHUNK])
 @pytest.mark.parametrize("order", ["spm", "smp"])
-def test_encoded_keys_are_encode_key_of_each_live_key(order):
-    """After an update too: a new key with strings the columns do not have, a deleted key."""
+def test_encoded_keys_are_encode_key_of_each_live_key(order, chunk, monkeypatch):
+    """After an update too: a new key with strings the columns do not have, a deleted key; keys assembled a
+    chunk at a time."""
+    monkeypatch.setattr(keyspace, "CHUNK", chunk)
     kb = KnowledgeBase(TRIPLES).updated([Change("add", Key("赵六", "职业", "画家"), "x"), Change("delete", Key("张三", "职业"))])
     tok = CharTokenizer.build(kb.strings())
     tokens, lengths, ids, repeated = encode_live_keys(kb, tok, order)

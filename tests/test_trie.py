@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from kgqa.trie import ARRAYS, KeyTrie, Trie
+from kgqa.trie import ARRAYS, KeyTrie, Trie, in_order, previous_smaller, sort_rows
 
 
 def random_sequences(seed: int, n: int, vocab: int, max_len: int) -> list[tuple[int, ...]]:
@@ -117,6 +117,38 @@ def test_trie_matches_reference(built):
     # path compression: a node per key and per branching prefix, plus the root and DEAD
     branching = [p for p in ref.next if p and len(ref.next[p]) > 1]
     assert trie.num_nodes == len(ref.full) + len(branching) + 2
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"seed{c[0]}" for c in CASES])
+def test_keys_given_in_order_build_the_same_arrays(case):
+    """Sequences already sorted (a KB's keys in id order) skip the sort: the same trie, byte for byte."""
+    seed, n, vocab, max_len = case
+    seqs = random_sequences(seed, n, vocab, max_len)
+    values = random.Random(seed).sample(range(10 * len(seqs) + 10), len(seqs))
+    in_order = sorted(zip(seqs, values))
+    assert len(seqs) < 2 or seqs != [s for s, _ in in_order]  # the other one is sorted
+    given, sorted_first = Trie.build(seqs, values), Trie.build(*zip(*in_order))
+    for name in ARRAYS:
+        a, b = getattr(given, name), getattr(sorted_first, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 14])
+def test_the_chunked_steps_match_the_whole_array_ones(chunk):
+    """in_order (rows already sorted) gives the lcp the sort gives; previous_smaller the nearest smaller value;
+    whatever the chunk of rows each works on at a time."""
+    seqs = sorted(random_sequences(1, 200, 7, 8))
+    lengths = np.array([len(s) for s in seqs])
+    starts = np.cumsum(lengths) - lengths
+    tokens = np.array([t for s in seqs for t in s], dtype=np.uint16)
+    shuffled = random.Random(0).sample(range(len(seqs)), len(seqs))
+    order, lcp = sort_rows(tokens, starts[shuffled], lengths[shuffled])
+    assert [shuffled[i] for i in order] == list(range(len(seqs))) and (lcp >= 0).sum() == len(seqs) - 1
+    np.testing.assert_array_equal(in_order(tokens, starts, lengths, chunk), lcp)
+    assert in_order(tokens, starts[shuffled], lengths[shuffled], chunk) is None
+    values = np.concatenate([[-1], np.random.default_rng(chunk).integers(0, 6, 300), [-1]])
+    nearest = [max(j for j in range(i) if values[j] < values[i]) for i in range(1, len(values) - 1)]
+    assert previous_smaller(values, chunk)[1:-1].tolist() == nearest
 
 
 def test_long_shared_prefixes():

@@ -11,10 +11,10 @@ from kgqa.kb.strings import Strings, code_points
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer
 from kgqa.data.triples import Key, order_fields
 from kgqa.errors import DataError
-from kgqa.trie import MAX_LENGTH, KeyTrie, Trie, copy_segments, smallest_uint
+from kgqa.trie import MAX_LENGTH, KeyTrie, Trie, smallest_uint
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20  # keys assembled at a time: bounds the index arrays of copy_segments
+CHUNK = 1 << 14  # keys assembled at a time: index arrays of a few MB, reused from the cache, not fresh pages
 
 
 def show(key: Key, width: int = 60) -> str:
@@ -43,34 +43,51 @@ def encode_live_keys(kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> tup
     tables, columns = kb.field_indices()
     ids = np.flatnonzero(kb.live_mask())
     parts = []  # per part in the target order: each key's encoding index; the flat encodings, their starts and lengths
+    distinct = True  # whether every part's strings encode to distinct tokens: then so do the (distinct) keys
     for field in order_fields(order):
         index, flat, starts, lengths = encode_strings(tokenizer, tables[FIELDS.index(field)])
         parts.append((index[columns[FIELDS.index(field), ids]], flat, starts, lengths))
-    codes = np.stack([part[0] for part in parts])
-    by_code = key_order(list(codes), [len(part[3]) for part in parts])  # stable: among equal encodings the lowest id first
+        distinct &= len(lengths) == len(tables[FIELDS.index(field)])
+    del columns
     repeated = np.zeros(len(ids), dtype=bool)
-    repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
-    repeats = np.flatnonzero(repeated[by_code])  # in code order, the first repeat follows the key it repeats
-    if len(repeats):
-        log.warning("%d KB keys encode to the same tokens as another key under this tokenizer (characters it cannot "
-                    "represent), e.g. %s as %s; only the first of each can be decoded", len(repeats),
-                    *(show(kb.keys[int(ids[by_code[j]])]) for j in (repeats[0], repeats[0] - 1)))
-    ids, parts = ids[~repeated], [(part[0][~repeated], *part[1:]) for part in parts]
+    if not distinct:
+        codes = np.stack([part[0] for part in parts])
+        by_code = key_order(list(codes), [len(part[3]) for part in parts])  # stable: among equal encodings the lowest id first
+        repeated[by_code[1:]] = (codes[:, by_code[1:]] == codes[:, by_code[:-1]]).all(0)
+        repeats = np.flatnonzero(repeated[by_code])  # in code order, the first repeat follows the key it repeats
+        if len(repeats):
+            log.warning("%d KB keys encode to the same tokens as another key under this tokenizer (characters it "
+                        "cannot represent), e.g. %s as %s; only the first of each can be decoded", len(repeats),
+                        *(show(kb.keys[int(ids[by_code[j]])]) for j in (repeats[0], repeats[0] - 1)))
+        ids, parts = ids[~repeated], [(part[0][~repeated], *part[1:]) for part in parts]
 
     sep = tokenizer.sep_id
     key_lengths = sum(lengths[key_index] for key_index, _, _, lengths in parts) + len(parts)
     too_long = np.flatnonzero(key_lengths > MAX_LENGTH)
     if len(too_long):
         raise KeyTooLong(kb.keys[int(ids[too_long[0]])], int(key_lengths[too_long[0]]), order)
-    max_token = max([sep] + [int(flat.max(initial=0)) for _, flat, _, _ in parts])
-    tokens = np.full(int(key_lengths.sum()), sep, dtype=smallest_uint(max_token))
-    key_starts = np.cumsum(key_lengths) - key_lengths
+    dtype = smallest_uint(max([sep] + [int(flat.max(initial=0)) for _, flat, _, _ in parts]))
+    # every part's encodings, each followed by a [SEP], one part after another: a key is a slice of each part's
+    pieces, piece_starts = [], []
+    for _, flat, starts, lengths in parts:
+        piece = np.full(len(flat) + len(lengths), sep, dtype=dtype)
+        piece[np.arange(len(flat)) + np.repeat(np.arange(len(lengths)), lengths)] = flat  # flat is contiguous
+        piece_starts.append(sum(map(len, pieces)) + starts + np.arange(len(starts)))
+        pieces.append(piece)
+    source = np.concatenate(pieces)
+    del pieces
+    tokens = np.empty(int(key_lengths.sum()), dtype=dtype)
+    key_ends = np.cumsum(key_lengths)
     for a in range(0, len(ids), CHUNK):
-        at = key_starts[a : a + CHUNK]
-        for key_index, flat, starts, lengths in parts:
-            index = key_index[a : a + CHUNK]
-            copy_segments(tokens, at, flat, starts[index], lengths[index])
-            at = at + lengths[index] + 1  # past the part and its [SEP]
+        b = min(a + CHUNK, len(ids))
+        slice_starts = np.stack([at[key_index[a:b]] for at, (key_index, *_) in zip(piece_starts, parts)], 1).ravel()
+        slice_lengths = np.stack([lengths[key_index[a:b]] + 1 for key_index, _, _, lengths in parts], 1).ravel()
+        first, last = int(key_ends[a] - key_lengths[a]), int(key_ends[b - 1])
+        # each token's place in `source` is the one after the last token's, but where a slice starts: a running sum
+        step = np.ones(last - first, dtype=np.int64)
+        step[np.cumsum(slice_lengths[:-1])] = slice_starts[1:] - (slice_starts[:-1] + slice_lengths[:-1]) + 1
+        step[0] = slice_starts[0]
+        tokens[first:last] = source[np.cumsum(step)]
     return tokens, key_lengths, ids, int(repeated.sum())
 
 

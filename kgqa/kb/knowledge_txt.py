@@ -40,16 +40,18 @@ def as_read_back(kb: KnowledgeBase) -> KnowledgeBase:
 
 def knowledge_text(kb: KnowledgeBase, keys_at_a_time: int = 1 << 20) -> Iterator[memoryview]:
     """The lines of Knowledge.txt (knowledge_line per triple, keys in id order) of a KB without changes, as
-    UTF-8 bytes a chunk of keys at a time: joined by Arrow, not by a Python call per line."""
-    subjects, predicates, meanings = (table.array for table in kb.tables)
+    UTF-8 bytes a chunk of keys at a time: each line's pieces joined by one Arrow call, not a Python call per line."""
+    tables = [table.array for table in kb.tables]
+    open_, close_tab, tab, newline, nothing = (pa.scalar(text, type=STRING)
+                                               for text in (OPEN, CLOSE + TAB, TAB, "\n", ""))
     for a in range(0, kb.num_base, keys_at_a_time):
         b = min(a + keys_at_a_time, kb.num_base)
-        s, p, m = (table.take(column[a:b]) for table, column in zip((subjects, predicates, meanings), kb.columns))
-        open_, close, tab, newline, nothing = (pa.scalar(text, type=STRING) for text in (OPEN, CLOSE, TAB, "\n", ""))
-        full_subject = pc.if_else(pc.equal(m, nothing), s, pc.binary_join_element_wise(s, open_, m, close, nothing))
-        per_object = np.repeat(np.arange(b - a), np.diff(kb.key_objects[a : b + 1]))
+        per_object = np.repeat(np.arange(a, b), np.diff(kb.key_objects[a : b + 1]))  # the key of each line
+        s, p, m = (table.take(column[per_object]) for table, column in zip(tables, kb.columns))
         first, last = int(kb.key_objects[a]), int(kb.key_objects[b])
         objects = kb.object_strings.array.slice(first, last - first)
-        lines = pc.binary_join_element_wise(full_subject.take(per_object), p.take(per_object), objects, tab)
-        offsets, data = parts(pc.binary_join_element_wise(lines, nothing, newline))
+        no_meaning = pc.equal(m, nothing)  # S TAB P TAB O, or S（M） TAB P TAB O
+        lines = pc.binary_join_element_wise(s, pc.if_else(no_meaning, nothing, open_), m,
+                                            pc.if_else(no_meaning, tab, close_tab), p, tab, objects, newline, nothing)
+        offsets, data = parts(lines)
         yield memoryview(data[offsets[0] : offsets[-1]])
