@@ -54,8 +54,9 @@ def kgclue(root: str, tokenizer=None) -> KgqaDataModule:
 
 
 def backbone_options(size: str) -> dict:
-    options = {**OmegaConf.to_container(OmegaConf.load(REPO / "conf/backbone/roformer.yaml")),
-               **OmegaConf.to_container(OmegaConf.load(REPO / f"conf/size/{size}.yaml"))}
+    """The roformer backbone at `size`, composed as kgqa-train composes it (random init)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        options = OmegaConf.to_container(compose(config_name="train", overrides=["backbone=roformer", f"size={size}"]).backbone)
     options.pop("pretrained")
     return options
 
