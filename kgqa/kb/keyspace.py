@@ -112,16 +112,6 @@ def encode_strings(tokenizer: Tokenizer, strings: Strings) -> tuple[np.ndarray, 
     return index, flat, np.cumsum(lengths) - lengths, lengths
 
 
-class KeyTokens:
-    """key_tokens[i]: the token ids of key i, read from the trie, which stores every key once."""
-
-    def __init__(self, trie: KeyTrie):
-        self.trie = trie
-
-    def __getitem__(self, key_id: int) -> list[int]:
-        return self.trie.sequence(int(key_id)).tolist()
-
-
 class KeySpace:
     """Trie value = KB key id, so a decoded leaf maps straight to (S, P, M) and its objects.
 
@@ -134,4 +124,3 @@ class KeySpace:
             tokens, lengths, ids, _ = encode_live_keys(kb, tokenizer, order)
             trie = Trie.from_flat(tokens, lengths, ids)
         self.trie = trie
-        self.key_tokens = KeyTokens(trie)
