@@ -8,7 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kgqa.checkpoints import AtomicCheckpointIO, load_checkpoint, resolve_checkpoint, tokenizer_from_state
 from kgqa.data.tokenizer import Tokenizer
@@ -80,7 +80,8 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
         merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
     if "model" not in merged:  # saved before the module had a config node of its own
-        merged.model = {"_target_": f"{KgqaModule.__module__}.{KgqaModule.__qualname__}"}
+        with open_dict(merged):
+            merged.model = {"_target_": f"{KgqaModule.__module__}.{KgqaModule.__qualname__}"}
     state = ckpt.get(KgqaDataModule.__qualname__)
     dm = build_datamodule(merged, tokenizer_from_state(state, path))
     dm.setup()

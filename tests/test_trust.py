@@ -117,10 +117,12 @@ def test_renamed_targets_are_read_under_their_new_names():
 
 
 def test_a_checkpoint_saved_with_an_old_target_decodes_as_before(toy_ckpt, tmp_path):
-    """A checkpoint trained before kgqa/kb/ names its KB source by its old path."""
+    """A checkpoint trained before kgqa/kb/ names its KB source by its old path, and one trained before
+    the module had a config node of its own (model._target_) has none."""
     ckpt = torch.load(toy_ckpt, weights_only=True)
     assert ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
     ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] = "kgqa.data.sources.SynthKB"
+    del ckpt["hyper_parameters"]["run_config"]["model"]
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     assert load_checkpoint(old)["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
