@@ -174,6 +174,19 @@ def test_article_ablation_decodes_each_model_with_every_rule():
     assert [type(r) for r in rules["copy_lcs_power"]] == [SubjectCopy, LcsPowerLookahead]
 
 
+def test_the_recommended_recipe_composes_to_the_settings_results_reports():
+    """experiment=kgclue_cpu_recipe is the command behind RESULTS' headline row of issue 14."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["experiment=kgclue_cpu_recipe"])
+    augment = instantiate(cfg.augment, seed=0)
+    assert type(augment).__name__ == "TemplateFill" and augment.entities == "train"
+    assert cfg.model["copy"] is True and cfg.loss.trie_loss == 1.0 and cfg.lookahead is None
+    assert (cfg.data.source._target_, cfg.kb._target_, cfg.target) == ("kgqa.data.sources.KgclueSource",
+                                                                       "kgqa.kb.sources.SynthKB", "spm")
+    assert cfg.backbone.arch == "roformer" and cfg.backbone.hidden_size == 128 and cfg.trainer.max_epochs == 6
+    assert list(cfg.ablation_lookaheads) == ["lcs_power", "copy_lcs_bonus"]
+
+
 def test_eval_shards_cover_every_question_once_in_length_order():
     from kgqa.datamodule import LengthOrderedShard
 
