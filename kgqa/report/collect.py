@@ -89,9 +89,10 @@ def evaluations(runs: list[dict]) -> list[Evaluation]:
     kgqa-eval decodes of it). A model decoded twice with the same rule on the same split counts
     once: the newest metrics.json wins."""
     found: dict[tuple, Evaluation] = {}
+    order = list(dict.fromkeys(k for run in runs for k in run["factors"] if k not in NOT_CONFIGURATION))
     for run in sorted(runs, key=lambda r: r["path"].stat().st_mtime):
-        factors = run["factors"]
-        configuration = tuple((k, v) for k, v in factors.items() if k not in NOT_CONFIGURATION)
+        factors = run["factors"]  # in one order for all runs: the same factors written in another order are one configuration
+        configuration = tuple((k, factors[k]) for k in order if k in factors)
         by_variant: dict[tuple[str, str], dict[str, float]] = {}
         for name, value in run["metrics"].items():
             stage, *tag, metric = name.split("/")
