@@ -194,5 +194,6 @@ def test_the_same_factors_in_another_order_are_one_configuration(tmp_path):
     """A run written before a factor existed, completed with it later, lists its factors in another order."""
     write_run_metrics(tmp_path / "a", {"target": "spm", "copy": False, "seed": 0}, {"test/em": 0.5})
     write_run_metrics(tmp_path / "b", {"copy": False, "target": "spm", "seed": 1}, {"test/em": 0.7})
+    assert len({e.configuration for e in evaluations(collect(tmp_path))}) == 1
     table = report(tmp_path, resamples=10)
     assert len(table.groups) == 1 and len(table.groups[0].stage("test")) == 2
