@@ -256,8 +256,8 @@ class KnowledgeBase:
         arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added for s in
                                                                        (key.subject, key.predicate, key.meaning)])]
         seen = np.zeros(0x110000, dtype=bool)  # per code point: marked, not sorted (np.unique would sort them all)
-        for array in arrays:
-            seen[code_points(array)[0]] = True
+        for strings in arrays:
+            seen[code_points(strings)[0]] = True
         return [chr(c) for c in np.flatnonzero(seen).tolist()]
 
     def stats(self) -> dict[str, float]:
