@@ -249,10 +249,8 @@ class UniLM(nn.Module):
         mask = unilm_attention_mask(segment_ids, valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self._encode(input_ids, segment_ids, mask, positions, cache=None)
-        if self.copy_head is None:
-            return self._logits(hidden)
-        memory = self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid)
-        return self.copy_head(self._logits(hidden), hidden, memory)
+        memory = self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid) if self.copy_head else None
+        return self._scores(hidden, memory)
 
     @property
     def _mask_dtype(self) -> torch.dtype:
@@ -266,6 +264,11 @@ class UniLM(nn.Module):
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(hidden), self.backbone.get_input_embeddings().weight, self.lm_bias)
 
+    def _scores(self, hidden: torch.Tensor, memory: CopyMemory | None) -> torch.Tensor:
+        """The LM head's logits, or with a copy head (and its `memory` of the questions) the mixture."""
+        logits = self._logits(hidden)
+        return logits if memory is None else self.copy_head(logits, hidden, memory)
+
     # --- incremental decoding ----------------------------------------------------------
     def start(self, question_ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, DecodingCache]:
         """Encode left-padded "[CLS] q [SEP]" rows [B, Lq] once: the step scores [B, V] for the first
@@ -275,10 +278,9 @@ class UniLM(nn.Module):
         mask = unilm_attention_mask(torch.zeros_like(question_ids), valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self._encode(question_ids, torch.zeros_like(question_ids), mask, positions, cache)
-        if self.copy_head is None:
-            return self._logits(hidden[:, -1]), cache
-        cache.copy_memory = self.copy_head.memory(hidden, question_ids, valid)
-        return self.copy_head(self._logits(hidden[:, -1]), hidden[:, -1], cache.copy_memory), cache
+        if self.copy_head:
+            cache.copy_memory = self.copy_head.memory(hidden, question_ids, valid)
+        return self._scores(hidden[:, -1], cache.copy_memory), cache
 
     def extend(self, tokens: torch.Tensor, cache: DecodingCache, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Append one target token per cache row [N]: the step scores [N, V] for the next one
@@ -291,12 +293,10 @@ class UniLM(nn.Module):
         positions = question_valid.sum(-1, keepdim=True) + decoded  # as in forward: the valid tokens before it
         segments = torch.ones_like(tokens[:, None])
         hidden = self._encode(tokens[:, None], segments, mask, positions, cache)[:, -1]
+        memory = cache.copy_memory
         if rows is not None:
-            hidden = hidden[rows]
-        if self.copy_head is None:
-            return self._logits(hidden)
-        memory = cache.copy_memory if rows is None else cache.copy_memory.rows(rows)
-        return self.copy_head(self._logits(hidden), hidden, memory)
+            hidden, memory = hidden[rows], None if memory is None else memory.rows(rows)
+        return self._scores(hidden, memory)
 
     def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0,
              trie_weight: float = 0.0, allowed: torch.Tensor | None = None) -> torch.Tensor:
