@@ -300,6 +300,26 @@ def test_a_beam_with_one_key_left_finishes_without_running_the_model_on_the_rest
     assert [tokens[0] for tokens in extended] == [tok.encode("甲")[0], tok.sep_id]
 
 
+def test_model_scores_rank_keys_by_the_models_probability_of_writing_them(random_kb, random_model):
+    """renormalise=False: a key's score is the sum of the model's full-vocabulary log-probs of all its
+    tokens, forced ones included; a beam as wide as the KB keeps every key, so the best returned is
+    the KB's most probable key under the model, checked key by key with teacher forcing."""
+    kb, tok, questions = random_kb
+    ks = KeySpace(kb, tok, "spm")
+    key_tokens = [encode_key(tok, k, "spm") for k in kb.keys]
+    for q in questions[:2]:
+        q_ids = encode_question(tok, q, 64)
+        steps = teacher_forced_log_probs(random_model, q_ids, key_tokens)
+        totals = [float(sum(s[i, t] for i, t in enumerate(target))) for s, target in zip(steps, key_tokens)]
+        (hyps,) = beam_search(random_model, ks, [q_ids], [], tok.pad_id, beam_size=len(kb), num_return=3,
+                              renormalise=False)
+        assert [h.key_id for h in hyps] == sorted(range(len(kb)), key=lambda i: -totals[i])[:3]
+        assert [h.log_prob for h in hyps] == pytest.approx(sorted(totals, reverse=True)[:3], abs=2e-4)
+        (narrow,) = beam_search(random_model, ks, [q_ids], [], tok.pad_id, beam_size=3, num_return=3, renormalise=False)
+        assert [h.log_prob for h in narrow] == pytest.approx([totals[h.key_id] for h in narrow], abs=2e-4)
+        assert sum(math.exp(t) for t in totals) < 0.99  # the model's mass outside the KB: not renormalised
+
+
 # --- (b) the article's case: look-ahead turns 主要成就 into 主讲课程 --------------------------
 QUESTION = "张三主要讲什么课程"
 KEYS = [Key("张三", "主讲课程"), Key("张三", "主要成就")]

@@ -7,6 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from kgqa.cli import CONFIG_DIR
 from kgqa.data.augment import PREDICATE_SLOT, SUBJECT_SLOT, SubjectSwap, TemplateFill, question_template
 from kgqa.data.sources import ToySource
 from kgqa.data.triples import Key
@@ -43,6 +47,19 @@ def test_subject_swap_is_deterministic_for_a_seed(toy_dm):
     train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
     assert SubjectSwap(2, seed=0)(train, toy_dm.kb, held_out) == toy_dm.train_examples[len(train):]
     assert SubjectSwap(2, seed=1)(train, toy_dm.kb, held_out) != toy_dm.train_examples[len(train):]
+
+
+def test_template_fill_and_subject_swap_side_by_side_add_both_parts_pairs(toy_dm):
+    """augment=template_fill_swap: each part draws from the training questions alone (no swap of a
+    filled question), and its pairs are those the part makes by itself with the same settings."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["augment=template_fill_swap", "augment.fill.per_question=2", "seed=3"])
+    both = instantiate(cfg.augment)
+    train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
+    fill = TemplateFill(per_question=2, entities="train", seed=3)(train, toy_dm.kb, held_out)
+    swap = SubjectSwap(per_question=1, seed=3)(train, toy_dm.kb, held_out)
+    assert fill and swap
+    assert both(train, toy_dm.kb, held_out) == fill + swap
 
 
 def test_question_template_makes_slots_of_s_and_of_p_outside_s():

@@ -48,6 +48,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "decode.beam": POSITIVE,
     "decode.num_return": POSITIVE,
     "decode.min_confidence": number(0.0, 1.0),
+    "decode.renormalise": one_of(True, False),
     "data.on_bad_line": one_of("error", "skip"),
     "data.batch_size": POSITIVE,
     "data.eval_batch_size": POSITIVE,

@@ -111,6 +111,17 @@ class TemplateFill:
         return extra
 
 
+class Augmentations:
+    """Several augmentations side by side (`augment=template_fill_swap`): each draws its pairs from the
+    training questions alone, never from another's output, and their pairs are added together."""
+
+    def __init__(self, **parts: Callable):
+        self.parts = parts
+
+    def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
+        return [pair for part in self.parts.values() for pair in part(train, kb, held_out)]
+
+
 SUBJECT_SLOT, PREDICATE_SLOT = "\x00", "\x01"  # characters no question holds (the readers refuse NUL)
 
 

@@ -30,10 +30,11 @@ class Answer:
 
 class Answerer:
     def __init__(self, keyspace: KeySpace, tokenizer: Tokenizer, rules: Sequence[Rule] = (), beam: int = 3,
-                 num_return: int = 1, max_question_len: int = 64, batch_size: int = 64):
-        """`rules`: the look-ahead rules, applied in turn after the trie mask (none: the mask alone)."""
+                 num_return: int = 1, max_question_len: int = 64, batch_size: int = 64, renormalise: bool = True):
+        """`rules`: the look-ahead rules, applied in turn after the trie mask (none: the mask alone);
+        `renormalise`: step scores renormalised over the trie's tokens, or the model's own (beam_search)."""
         self.keyspace, self.tokenizer, self.rules = keyspace, tokenizer, list(rules)
-        self.beam, self.num_return = beam, num_return
+        self.beam, self.num_return, self.renormalise = beam, num_return, renormalise
         self.max_question_len, self.batch_size = max_question_len, batch_size
 
     def check_question(self, question: str) -> str:
@@ -52,7 +53,7 @@ class Answerer:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             hyps = beam_search(model, self.keyspace, [encoded[i] for i in chunk], self.rules, self.tokenizer.pad_id,
-                               self.beam, self.num_return)
+                               self.beam, self.num_return, self.renormalise)
             for i, per_question in zip(chunk, hyps):
                 out[i] = per_question
         return out
@@ -75,6 +76,7 @@ def rules_from_config(lookahead: Any) -> list[Rule]:
 
 def answerer_from_config(keyspace: KeySpace, tokenizer: Tokenizer, decode: Any, lookahead: Any,
                          max_question_len: int, batch_size: int) -> Answerer:
-    """The Answerer a run's `decode` (beam, num_return) and `lookahead` configs describe."""
+    """The Answerer a run's `decode` (beam, num_return, renormalise) and `lookahead` configs describe."""
     return Answerer(keyspace, tokenizer, rules_from_config(lookahead), beam=decode["beam"],
-                    num_return=decode.get("num_return", 1), max_question_len=max_question_len, batch_size=batch_size)
+                    num_return=decode.get("num_return", 1), max_question_len=max_question_len, batch_size=batch_size,
+                    renormalise=decode.get("renormalise", True))

@@ -4,7 +4,7 @@ question → tokens → UniLM → step scores → trie mask → look-ahead → [
 Each step the search masks the model's scores with the trie (kgqa.decoding.mask), then lets the
 look-ahead rules re-weight them in turn (kgqa.decoding.processors): the mask is the search's own
 step, never an entry of the rule list. Every hypothesis is a path in the trie, so every answer is
-a key of the KB. Scores only decrease (renormalised log-probabilities), so a question is done
+a key of the KB. Scores only decrease (log-probabilities), so a question is done
 once its num_return-th finished key beats its best live beam. A beam is finished once a single
 key is left below its trie node: the rest of that key is forced and adds nothing to its score.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kgqa.decoding.context import Rule
-from kgqa.decoding.mask import masked_step_scores, step_context
+from kgqa.decoding.mask import masked_step_scores, model_step_scores, step_context
 from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM
 
@@ -57,6 +57,7 @@ def beam_search(
     pad_id: int,
     beam_size: int = 3,
     num_return: int = 1,
+    renormalise: bool = True,
 ) -> list[list[Hypothesis]]:
     """Top keys per question. `questions` are encoded "[CLS] q [SEP]" token ids; `rules` are the
     look-ahead rules, applied in turn after the trie mask.
@@ -66,6 +67,10 @@ def beam_search(
     A beam whose trie state allows a single token needs no LM head: its step scores are those
     the trie mask makes of any scores, 0 for that token. So a beam with a single key left
     below it is that key, at its score now: it finishes there, and the model never runs the key's forced rest.
+
+    With `renormalise=False` a key scores the model's own full-vocabulary log-probs of its tokens,
+    the forced ones included (kgqa.decoding.mask.model_step_scores): the model runs on every row and a
+    beam finishes at the end of its key.
     """
     if num_return > beam_size:
         raise ValueError(f"num_return ({num_return}) cannot exceed beam_size ({beam_size})")
@@ -82,10 +87,17 @@ def beam_search(
     nth_finished = np.full(len(questions), -np.inf, dtype=np.float32)  # num_return-th best finished score
 
     ctx = step_context(keyspace, content, active, prefixes, states, device)
+    step_scores_of = masked_step_scores if renormalise else model_step_scores
+
+    def decided(states: np.ndarray) -> np.ndarray:
+        """Where a beam's key is settled: one key left below it, or with the model's own scores its end."""
+        return trie.key_count(states) == 1 if renormalise else trie.is_leaf(states)
+
     logits, cache = model.start(*left_pad(questions, pad_id, device))
-    logits = logits[torch.from_numpy(ctx.branching).to(device)]
+    if renormalise:
+        logits = logits[torch.from_numpy(ctx.branching).to(device)]
     while True:
-        step_scores = masked_step_scores(logits, ctx)
+        step_scores = step_scores_of(logits, ctx)
         for rule in rules:
             step_scores = rule(step_scores, ctx)
         (n, R), V = scores.shape, step_scores.shape[-1]
@@ -99,7 +111,7 @@ def beam_search(
         next_states = np.full(rows.shape, dead_state, dtype=np.int64)
         next_states[finite] = trie.step(states[rows[finite]], tokens[finite])
         settled = np.zeros_like(finite)
-        settled[finite] = trie.key_count(next_states[finite]) == 1
+        settled[finite] = decided(next_states[finite])
         extends = finite & ~settled
         better_beams = np.cumsum(extends, 1) - extends  # candidates that extend, ranked above this one
         considered = finite & (better_beams < K)
@@ -129,4 +141,5 @@ def beam_search(
         states, prefixes = beam_states[going_on].ravel(), np.concatenate([prefixes[beam_rows], beam_tokens[:, None]], 1)
         cache.reorder(beam_rows)
         ctx = step_context(keyspace, content, np.repeat(active, K), prefixes, states, device)
-        logits = model.extend(torch.from_numpy(beam_tokens).to(device), cache, torch.from_numpy(ctx.branching).to(device))
+        rows = torch.from_numpy(ctx.branching).to(device) if renormalise else None
+        logits = model.extend(torch.from_numpy(beam_tokens).to(device), cache, rows)

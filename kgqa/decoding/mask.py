@@ -44,3 +44,14 @@ def masked_step_scores(branching_logits: torch.Tensor, ctx: StepContext) -> torc
                   torch.tensor(0.0), ctx.device, fill=float("-inf"))
     out[torch.from_numpy(ctx.branching).to(ctx.device)] = torch.log_softmax(branching_logits.float(), dim=-1)
     return trie_mask(out, ctx)
+
+
+def model_step_scores(logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """[N, V] the model's own log-probs of the next token over the whole vocabulary, kept on the tokens
+    the trie allows and -inf elsewhere, not renormalised: a key's score is then the model's probability
+    of writing it, and a token the trie forces costs what the model says of it (after 主要 the trie
+    allows only 成就; a model that expected 讲 pays for 成 here, where the renormalised score pays nothing)."""
+    rows, tokens = ctx.allowed_index()
+    out = torch.full(logits.shape, float("-inf"), device=logits.device)
+    out[rows, tokens] = torch.log_softmax(logits.float(), dim=-1)[rows, tokens]
+    return out
