@@ -24,7 +24,9 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
                           num_workers=d.get("num_workers", 0), batches_per_bucket=d.get("batches_per_bucket", 50),
                           pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
                           augment=instantiate(cfg.augment) if cfg.get("augment") else None,
-                          trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0)
+                          trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0,
+                          candidates=OmegaConf.select(cfg, "loss.candidates", default=0)
+                          if OmegaConf.select(cfg, "loss.sequence_loss", default=0.0) > 0 else 0)
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:

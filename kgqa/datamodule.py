@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from functools import cached_property, partial
 from typing import Any, Callable
 
@@ -83,22 +84,36 @@ class LengthOrderedShard(Sampler[int]):
         return iter(self.indices)
 
 
+def teacher_forcing(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(question, target) token pairs as one padded UniLM input: ids, segments (1 on the target), valid."""
+    width = max(len(q) + len(t) for q, t in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    segments = torch.zeros_like(ids)
+    valid = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (q, t) in enumerate(pairs):
+        ids[i, : len(q) + len(t)] = torch.tensor(q + t)
+        segments[i, len(q) : len(q) + len(t)] = 1
+        valid[i, : len(q) + len(t)] = True
+    return {"input_ids": ids, "segment_ids": segments, "valid": valid}
+
+
 class KgqaDataModule(L.LightningDataModule):
     def __init__(self, source, kb_source: KbSource, target: str = "spm", batch_size: int = 32, eval_batch_size: int = 64,
                  max_question_len: int = 64, num_workers: int = 0, pretrained: str | None = None,
                  tokenizer: Tokenizer | None = None, seed: int = 0, augment: Callable | None = None,
-                 batches_per_bucket: int = 50, trie_targets: bool = False):
+                 batches_per_bucket: int = 50, trie_targets: bool = False, candidates: int = 0):
         """`tokenizer` is given when restoring a trained model (its saved vocabulary); `augment` adds
         training pairs from the KB (kgqa/data/augment.py), after the tokenizer is built from the real ones;
         `batches_per_bucket` = 1 turns length bucketing off; `trie_targets`: training batches carry the
-        trie's allowed tokens at each target position (for the trie loss, loss.trie_loss)."""
+        trie's allowed tokens at each target position (for the trie loss, loss.trie_loss); `candidates`: they
+        carry each question's gold key and that many other keys of the trie beside it (loss.sequence_loss)."""
         super().__init__()
         self.seed = seed  # training batch order depends on (seed, epoch) only
         self.source, self.kb_source, self.target = source, kb_source, target
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_question_len, self.pretrained = max_question_len, pretrained
         self.tokenizer, self.augment = tokenizer, augment
-        self.batches_per_bucket, self.trie_targets = batches_per_bucket, trie_targets
+        self.batches_per_bucket, self.trie_targets, self.candidates = batches_per_bucket, trie_targets, candidates
         self.kb: KnowledgeBase | None = None
         self.keyspace: KeySpace | None = None
 
@@ -156,25 +171,47 @@ class KgqaDataModule(L.LightningDataModule):
     def encode_pair(self, example: QAExample) -> tuple[list[int], list[int]]:
         return encode_question(self.tokenizer, example.question, self.max_question_len), encode_key(self.tokenizer, example.triple.key, self.target)
 
-    def collate(self, examples: list[QAExample], trie_targets: bool = False) -> dict[str, Any]:
+    def collate(self, examples: list[QAExample], trie_targets: bool = False, candidates: int = 0) -> dict[str, Any]:
         """Teacher-forcing tensors (dynamic padding) plus the raw examples for decoding."""
         pairs = [self.encode_pair(e) for e in examples]
-        width = max(len(q) + len(t) for q, t in pairs)
-        ids = torch.full((len(pairs), width), self.tokenizer.pad_id, dtype=torch.long)
-        segments = torch.zeros_like(ids)
-        valid = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (q, t) in enumerate(pairs):
-            ids[i, : len(q) + len(t)] = torch.tensor(q + t)
-            segments[i, len(q) : len(q) + len(t)] = 1
-            valid[i, : len(q) + len(t)] = True
-        batch = {"input_ids": ids, "segment_ids": segments, "valid": valid, "examples": examples}
+        batch = teacher_forcing(pairs, self.tokenizer.pad_id) | {"examples": examples}
         if trie_targets:
             batch["allowed"] = self.allowed_pairs([t for _, t in pairs])
+        if candidates:
+            batch["candidates"] = self.candidate_rows(examples, pairs, candidates)
         return batch
 
+    def candidate_rows(self, examples: list[QAExample], pairs: list[tuple[list[int], list[int]]],
+                       count: int) -> dict[str, torch.Tensor]:
+        """The sequence loss's rows (UniLM.candidate_loss): per question its gold key, then `count` other
+        KB keys drawn from the deepest trie node on the gold key's path that holds more than `count` keys:
+        the keys the search tells the gold one apart from last (an entity's other predicates, then
+        subjects sharing its first characters). Drawn the same way every epoch for a question (seed, id).
+        `present` [B, count + 1] marks the rows holding a key (a KB with fewer keys pads with the gold one)."""
+        trie = self.keyspace.trie
+        states, lengths = trie.path_states([t for _, t in pairs])
+        rows, present = [], torch.zeros((len(pairs), count + 1), dtype=torch.bool)
+        for i, ((question, target), example) in enumerate(zip(pairs, examples)):
+            on_path = states[i, : lengths[i] + 1]
+            on_path = on_path[on_path >= 0]
+            holding_more = on_path[trie.key_count(on_path) > count]
+            node = holding_more[-1] if len(holding_more) else trie.ROOT
+            others = trie.values_under(int(node))
+            others = others[others != self.kb.find(example.triple.key)]
+            rng = np.random.default_rng([self.seed, zlib.crc32(str(example.id).encode())])
+            drawn = rng.choice(others, size=min(count, len(others)), replace=False)
+            present[i, : 1 + len(drawn)] = True
+            rows += [(question, target)] + [(question, encode_key(self.tokenizer, self.kb.keys[j], self.target)) for j in drawn]
+            rows += [(question, target)] * (count - len(drawn))
+        return teacher_forcing(rows, self.tokenizer.pad_id) | {"present": present}
+
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        """Tensors move; the raw examples (frozen dataclasses) stay as they are."""
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        """Tensors (also those of nested dicts) move; the raw examples (frozen dataclasses) stay as they are."""
+        def move(value):
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+        return move(batch)
 
     def allowed_pairs(self, targets: list[list[int]]) -> torch.Tensor:
         """(position, token) pairs [K, 2]: the tokens the trie allows before each target token, positions
@@ -200,7 +237,7 @@ class KgqaDataModule(L.LightningDataModule):
         train = self.train_examples
         lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in train]
         sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world, self.batches_per_bucket)
-        return DataLoader(train, batch_sampler=sampler, collate_fn=partial(self.collate, trie_targets=self.trie_targets), num_workers=self.num_workers,
+        return DataLoader(train, batch_sampler=sampler, collate_fn=partial(self.collate, trie_targets=self.trie_targets, candidates=self.candidates), num_workers=self.num_workers,
                           generator=self._private_generator())
 
     def _eval_loader(self, split: str) -> DataLoader:

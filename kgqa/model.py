@@ -316,6 +316,27 @@ class UniLM(nn.Module):
         return loss
 
 
+    def key_log_probs(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[B] each row's log-probability of its target tokens under the model's full-vocabulary step
+        distributions, teacher-forced: the score decode.renormalise=false gives a key."""
+        logits = self(input_ids, segment_ids, valid)[:, :-1]
+        predicts_target = (segment_ids[:, 1:] == 1) & valid[:, 1:]
+        targets = input_ids[:, 1:][predicts_target]
+        token_log_probs = torch.log_softmax(logits[predicts_target].float(), -1).gather(1, targets[:, None])[:, 0]
+        rows = predicts_target.nonzero()[:, 0]
+        return token_log_probs.new_zeros(len(input_ids)).index_add_(0, rows, token_log_probs)
+
+    def candidate_loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
+                       present: torch.Tensor) -> torch.Tensor:
+        """Sequence-level cross-entropy: each question's gold key (its first candidate row) against the
+        other keys of the trie beside it (`present` [B, C] marks the rows that hold one), the keys scored
+        by key_log_probs. Teacher forcing never shows the model a wrong prefix; here it learns what its
+        own probabilities of a look-alike key's forced rest should be (主要成就 for 主讲课程)."""
+        scores = self.key_log_probs(input_ids, segment_ids, valid).view(present.shape)
+        scores = scores.masked_fill(~present, float("-inf"))
+        return F.cross_entropy(scores, scores.new_zeros(len(scores), dtype=torch.long))
+
+
 def trie_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of logits [N, V] renormalised over the allowed (position, token) pairs [K, 2];
     positions whose target is not among their allowed tokens (a key not in the trie) are left out."""

@@ -100,6 +100,8 @@ class KgqaModule(L.LightningModule):
         settings = self.hparams.loss
         loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], settings["label_smoothing"],
                                settings["trie_loss"], batch.get("allowed"))
+        if settings.get("sequence_loss", 0.0):
+            loss = loss + settings["sequence_loss"] * self.model.candidate_loss(**batch["candidates"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
         return loss
 

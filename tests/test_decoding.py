@@ -9,6 +9,7 @@ import torch
 from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.tokenizer import CharTokenizer, encode_key, encode_question
 from kgqa.data.triples import Key, Triple
+from kgqa.datamodule import teacher_forcing
 from kgqa.decoding.answerer import Answerer
 from kgqa.decoding.beam import beam_search, fill_from_the_end
 from kgqa.decoding.mask import step_context, trie_mask
@@ -311,6 +312,10 @@ def test_model_scores_rank_keys_by_the_models_probability_of_writing_them(random
         q_ids = encode_question(tok, q, 64)
         steps = teacher_forced_log_probs(random_model, q_ids, key_tokens)
         totals = [float(sum(s[i, t] for i, t in enumerate(target))) for s, target in zip(steps, key_tokens)]
+        rows = [(q_ids, target) for target in key_tokens]  # the training loss's score of the same keys, batched
+        batch = teacher_forcing(rows, tok.pad_id)
+        with torch.no_grad():
+            assert random_model.key_log_probs(**batch).tolist() == pytest.approx(totals, abs=2e-4)
         (hyps,) = beam_search(random_model, ks, [q_ids], [], tok.pad_id, beam_size=len(kb), num_return=3,
                               renormalise=False)
         assert [h.key_id for h in hyps] == sorted(range(len(kb)), key=lambda i: -totals[i])[:3]

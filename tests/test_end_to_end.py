@@ -60,10 +60,13 @@ def test_toy_run_leaves_offline_wandb_run_with_metrics(toy_run):
 
 
 def test_eval_decodes_checkpoint_with_other_settings(toy_run):
+    """Greedy, without look-ahead, each key scored by the model's own probabilities (decode.renormalise=false)."""
     run_dir, _ = toy_run
-    proc = run_cli("evaluate", f"ckpt={run_dir}", "split=test", "lookahead=none", "decode.beam=1", "logger=csv",
-                   f"hydra.run.dir={run_dir}/eval")
+    proc = run_cli("evaluate", f"ckpt={run_dir}", "split=test", "lookahead=none", "decode.beam=1", "decode.renormalise=false",
+                   "logger=csv", f"hydra.run.dir={run_dir}/eval")
     assert printed_metrics(proc)["test/em"] >= 0.9
+    factors = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))["factors"]
+    assert (factors["beam"], factors["renormalise"], factors["lookahead"]) == (1, False, "none")
 
 
 def test_predict_answers_a_typed_question_and_rejects_bad_ones(toy_run):
@@ -91,6 +94,7 @@ def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("train", "data=kgclue", f"data.root={kgclue_root}", "data.source.limit=48", "trainer.max_epochs=1",
                    "trainer.num_sanity_val_steps=0", "logger=csv", "augment=subject_swap", "loss.trie_loss=0.5",
+                   "loss.sequence_loss=0.5",
                    f"hydra.run.dir={run_dir}")
     metrics = printed_metrics(proc)
     assert {"val/em", "val/f1", "val/emf1", "test/em", "test/f1", "test/emf1"} <= set(metrics)
