@@ -246,11 +246,25 @@ class UniLM(nn.Module):
         """Step scores [B, T, V]: logits, or with a copy head its mixture's log-probabilities.
         Padding may sit anywhere (left-padded questions at decode time):
         absolute positions count valid tokens only; rotary ones are shift-invariant."""
+        hidden, memory = self._read(input_ids, segment_ids, valid)
+        return self._scores(hidden, memory)
+
+    def target_scores(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
+                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward's step scores [N, V] at the N positions that predict a target token (row-major), those
+        tokens [N] and their rows [N]: the heads run on these positions only, not on the question's."""
+        hidden, memory = self._read(input_ids, segment_ids, valid)
+        rows, columns = ((segment_ids[:, 1:] == 1) & valid[:, 1:]).nonzero(as_tuple=True)
+        scores = self._scores(hidden[rows, columns], None if memory is None else memory.rows(rows))
+        return scores, input_ids[rows, columns + 1], rows
+
+    def _read(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
+              valid: torch.Tensor) -> tuple[torch.Tensor, CopyMemory | None]:
+        """The encoder's final hidden states [B, T, H] and, with a copy head, its memory of the questions."""
         mask = unilm_attention_mask(segment_ids, valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self._encode(input_ids, segment_ids, mask, positions, cache=None)
-        memory = self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid) if self.copy_head else None
-        return self._scores(hidden, memory)
+        return hidden, self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid) if self.copy_head else None
 
     @property
     def _mask_dtype(self) -> torch.dtype:
@@ -307,9 +321,7 @@ class UniLM(nn.Module):
         target tokens in row-major order): decoding only ever compares those, so training spends its
         gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart. The cross-entropies take
         log_softmax of the step scores, which leaves a copy head's log-probabilities as they are."""
-        logits = self(input_ids, segment_ids, valid)[:, :-1]
-        predicts_target = (segment_ids[:, 1:] == 1) & valid[:, 1:]
-        logits, targets = logits[predicts_target], input_ids[:, 1:][predicts_target]
+        logits, targets, _ = self.target_scores(input_ids, segment_ids, valid)
         loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         if trie_weight:
             loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(logits, targets, allowed)
@@ -319,11 +331,8 @@ class UniLM(nn.Module):
     def key_log_probs(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[B] each row's log-probability of its target tokens under the model's full-vocabulary step
         distributions, teacher-forced: the score decode.renormalise=false gives a key."""
-        logits = self(input_ids, segment_ids, valid)[:, :-1]
-        predicts_target = (segment_ids[:, 1:] == 1) & valid[:, 1:]
-        targets = input_ids[:, 1:][predicts_target]
-        token_log_probs = torch.log_softmax(logits[predicts_target].float(), -1).gather(1, targets[:, None])[:, 0]
-        rows = predicts_target.nonzero()[:, 0]
+        logits, targets, rows = self.target_scores(input_ids, segment_ids, valid)
+        token_log_probs = torch.log_softmax(logits.float(), -1).gather(1, targets[:, None])[:, 0]
         return token_log_probs.new_zeros(len(input_ids)).index_add_(0, rows, token_log_probs)
 
     def candidate_loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
