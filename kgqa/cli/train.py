@@ -13,6 +13,7 @@ from kgqa.cli.resume import CheckpointsFollowTheFolder, resumed_config, save_run
 from kgqa.report import write_run_metrics
 from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
 from kgqa.console import print_config, print_metrics, quiet_console
+from kgqa.trusted import project_targets
 
 
 def decode_variants(cfg: DictConfig) -> list[tuple[str, dict | None]]:
@@ -42,10 +43,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, CheckpointsFollowTheFolder(best_ckpt.dirpath)])
     if trainer.is_global_zero:
         save_run_files(run_dir, cfg, trainer)
+    variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
+    project_targets()  # name): editing conf/ while a run trains leaves its final decodes alone
     trainer.fit(module, dm, ckpt_path=resume_from, weights_only=True)
     best = best_ckpt.best_model_path or None
     metrics: dict[str, float] = {}
-    for tag, lookahead in decode_variants(cfg):
+    for tag, lookahead in variants:
         module.use_decoding(dm, tag, lookahead)
         for evaluate in (trainer.validate, trainer.test):
             (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True, verbose=False)
