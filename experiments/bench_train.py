@@ -11,6 +11,7 @@ The ratio is the gain of bucketing (less padding). Writes experiments/results/be
 
     python experiments/bench_train.py                                   # CPU: tiny and small, batch 32
     python experiments/bench_train.py --sizes small --trainer gpu --batch-size 256 --steps 600
+    python experiments/bench_train.py --sizes tiny --batching bucketed --set model.copy=true loss.trie_loss=1.0
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def config(overrides: list[str]):
 def measure(size: str, bucketed: bool, args, work: Path) -> dict:
     cfg = config(["data=kgclue", f"data.root={args.root}", f"size={size}", f"trainer={args.trainer}", "logger=csv",
                   f"data.batch_size={args.batch_size}", f"data.batches_per_bucket={50 if bucketed else 1}",
-                  f"data.num_workers={args.num_workers}", f"backbone={args.backbone}", f"output_dir={work}"])
+                  f"data.num_workers={args.num_workers}", f"backbone={args.backbone}", f"output_dir={work}", *args.set])
     dm = build_datamodule(cfg)
     dm.setup()
     module = build_module(cfg, dm.tokenizer.vocab_size)
@@ -81,7 +82,7 @@ def measure(size: str, bucketed: bool, args, work: Path) -> dict:
     return {"size": size, "backbone": args.backbone, "batching": "bucketed" if bucketed else "shuffled",
             "batch_size": args.batch_size, "precision": str(cfg.trainer.precision),
             "attention": module.model.backbone.config._attn_implementation,
-            "steps": args.steps, "seconds": meter.seconds, "samples_per_s": meter.samples / meter.seconds,
+            "overrides": args.set, "steps": args.steps, "seconds": meter.seconds, "samples_per_s": meter.samples / meter.seconds,
             "padded_tokens_per_sample": meter.tokens / meter.samples, "load_average": os.getloadavg()[0]}
 
 
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader processes (collation off the main one)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--batching", choices=["both", "bucketed", "shuffled"], default="both")
+    parser.add_argument("--set", nargs="*", default=[], help="more train overrides (model.copy=true ...)")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,14 +107,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for size in args.sizes:
-            for bucketed in (True, False):
+            for bucketed in {"both": (True, False), "bucketed": (True,), "shuffled": (False,)}[args.batching]:
                 rows.append(measure(size, bucketed, args, Path(work)))
                 print(json.dumps(rows[-1]))
     print("\n| size | batching | samples/s | padded tokens / sample | bucketed ÷ shuffled |\n| --- | --- | --- | --- | --- |")
-    for bucketed, shuffled in zip(rows[::2], rows[1::2]):
-        for row in (bucketed, shuffled):
-            ratio = f"{bucketed['samples_per_s'] / shuffled['samples_per_s']:.2f}×" if row is bucketed else ""
-            print(f"| {row['size']} | {row['batching']} | {row['samples_per_s']:.0f} | {row['padded_tokens_per_sample']:.1f} | {ratio} |")
+    shuffled = {r["size"]: r["samples_per_s"] for r in rows if r["batching"] == "shuffled"}
+    for row in rows:
+        both = row["batching"] == "bucketed" and row["size"] in shuffled
+        ratio = f"{row['samples_per_s'] / shuffled[row['size']]:.2f}×" if both else ""
+        print(f"| {row['size']} | {row['batching']} | {row['samples_per_s']:.0f} | {row['padded_tokens_per_sample']:.1f} | {ratio} |")
     device = torch.cuda.get_device_name() if args.trainer != "cpu" and torch.cuda.is_available() else "cpu"
     out = Path(args.out) / f"bench_train-{datetime.datetime.now():%Y%m%d-%H%M%S}-{'gpu' if device != 'cpu' else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
