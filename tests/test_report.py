@@ -197,3 +197,20 @@ def test_the_same_factors_in_another_order_are_one_configuration(tmp_path):
     assert len({e.configuration for e in evaluations(collect(tmp_path))}) == 1
     table = report(tmp_path, resamples=10)
     assert len(table.groups) == 1 and len(table.groups[0].stage("test")) == 2
+
+
+def test_two_models_with_the_same_factors_and_seed_are_named_in_a_warning(tmp_path, caplog):
+    """A factor missing from the records (a run started before it existed) makes two models look like one
+    decoded twice; a re-decode of the same checkpoint stays quiet."""
+    factors = {"target": "spm", "lookahead": "none", "seed": 0}
+    write_run_metrics(tmp_path / "a", factors, {"test/em": 0.5}, checkpoint=str(tmp_path / "a" / "checkpoints" / "best.ckpt"))
+    write_run_metrics(tmp_path / "a-again", factors, {"test/em": 0.5}, checkpoint=str(tmp_path / "a"))
+    os.utime(tmp_path / "a" / "metrics.json", (1, 1))
+    with caplog.at_level(logging.WARNING, logger="kgqa.report"):
+        assert len(evaluations(collect(tmp_path))) == 1
+    assert "two different models" not in caplog.text
+    write_run_metrics(tmp_path / "b", factors, {"test/em": 0.7}, checkpoint=str(tmp_path / "b" / "checkpoints" / "best.ckpt"))
+    with caplog.at_level(logging.WARNING, logger="kgqa.report"):
+        (kept,) = evaluations(collect(tmp_path))
+    assert kept.metrics["em"] == 0.7 and "two different models" in caplog.text
+    assert str(tmp_path / "a") in caplog.text and str(tmp_path / "b") in caplog.text

@@ -84,11 +84,23 @@ class Evaluation:
     history: list[dict] = field(default_factory=list, repr=False)
 
 
+def trained_model(run: dict) -> str | None:
+    """The folder of the run that trained the model a record decoded (from its checkpoint), or None
+    when the record does not say."""
+    checkpoint = run.get("checkpoint")
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    return str(path.parents[1] if path.suffix == ".ckpt" else path)
+
+
 def evaluations(runs: list[dict]) -> list[Evaluation]:
     """Each run's evaluations, in the order they were written (a model's own rules before later
     kgqa-eval decodes of it). A model decoded twice with the same rule on the same split counts
-    once: the newest metrics.json wins."""
+    once: the newest metrics.json wins. Two different models with the same factors and seed (a factor
+    that tells them apart is missing from their records) are named in a warning: only the newer is kept."""
     found: dict[tuple, Evaluation] = {}
+    models: dict[tuple, str | None] = {}
     order = list(dict.fromkeys(k for run in runs for k in run["factors"] if k not in NOT_CONFIGURATION))
     for run in sorted(runs, key=lambda r: r["path"].stat().st_mtime):
         factors = run["factors"]  # in one order for all runs: the same factors written in another order are one configuration
@@ -104,10 +116,14 @@ def evaluations(runs: list[dict]) -> list[Evaluation]:
             questions = run.get("questions", {}).get(key)
             evaluation = Evaluation(run["dir"], configuration, factors.get("seed"), rule, stage, metrics,
                                     run["path"].parent / questions if questions else None, run.get("history") or [])
-            same = (configuration, evaluation.seed, rule, stage)
-            if same in found:
+            same, model = (configuration, evaluation.seed, rule, stage), trained_model(run)
+            if same in found and None not in (model, models[same]) and model != models[same]:
+                log.warning("%s and %s decoded two different models (%s, %s) with the same factors and seed: only the "
+                            "newer is kept; their records lack a factor that tells them apart", found[same].run,
+                            run["dir"], models[same], model)
+            elif same in found:
                 log.info("%s decoded again in %s: the newer result is kept", found[same].run, run["dir"])
-            found[same] = evaluation
+            found[same], models[same] = evaluation, model
     return list(found.values())
 
 
