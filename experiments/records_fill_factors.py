@@ -5,7 +5,8 @@
         --factor sequence_loss=loss.sequence_loss:0.0 --factor renormalise=decode.renormalise:true
 
 DIR is a run folder (kgqa-train, kgqa-eval) or a multirun folder (its numbered jobs become NAME-0, NAME-1, ...).
-A factor is `name=config.path[:default]`; the default (YAML) stands where the config has no such key.
+A factor is `name=config.path[:default]`; the default (YAML) stands where the config has no such key, or
+where the record's run folder keeps no run_config.yaml (records committed without it; said in the output).
 Per-question files are not copied (the records keep none); a factor already in a record is left as it is.
 """
 from __future__ import annotations
@@ -38,14 +39,15 @@ def main() -> None:
             [(f"{name}-{job.name}", job) for job in sorted(folder.iterdir()) if (job / "metrics.json").is_file()]
         for job_name, job in jobs:
             record = json.loads((job / "metrics.json").read_text(encoding="utf-8"))
-            config = OmegaConf.load(Path(trained_model(record) or job) / "run_config.yaml")
+            saved = Path(trained_model(record) or job) / "run_config.yaml"
+            config = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create()  # none: the defaults
             for factor, (path, default) in factors.items():
                 if factor not in record["factors"]:
                     record["factors"][factor] = OmegaConf.select(config, path, default=default)
             record["questions"] = {}
             (Path(args.out) / job_name).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / job_name / "metrics.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-            print(job_name, {k: record["factors"][k] for k in factors})
+            print(job_name, {k: record["factors"][k] for k in factors}, "" if saved.is_file() else "(no run_config.yaml: defaults)")
 
 
 if __name__ == "__main__":
