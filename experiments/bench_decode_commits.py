@@ -64,11 +64,17 @@ def run(tree: Path, bench_args: list[str], out: Path, answers: Path) -> dict:
     return json.loads(result.read_text()) | {"answers": json.loads(answers.read_text())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def commits_parser(description: str) -> argparse.ArgumentParser:
+    """What every side-by-side script takes: the two commits and the rounds to alternate them in."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="a commit")
     parser.add_argument("--after", default="WORKTREE", help="a commit, or WORKTREE (this checkout as it is)")
     parser.add_argument("--rounds", type=int, default=3)
+    return parser
+
+
+def main() -> None:
+    parser = commits_parser(__doc__)
     parser.add_argument("--model-dir", default="/tmp/bench_models")
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "kgclue"))
     parser.add_argument("--bench-args", default="--sizes tiny small --beams 1 3 --threads 1 --by-length --repeats 1",

@@ -11,7 +11,6 @@ Prints samples/s per round and side, and the ratio after/before of the medians; 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-from bench_decode_commits import checkout
+from bench_decode_commits import checkout, commits_parser
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,10 +35,7 @@ def run(tree: Path, args, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", required=True, help="a commit")
-    parser.add_argument("--after", default="WORKTREE", help="a commit, or WORKTREE (this checkout as it is)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = commits_parser(__doc__)
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
