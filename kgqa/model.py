@@ -327,7 +327,6 @@ class UniLM(nn.Module):
             loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(logits, targets, allowed)
         return loss
 
-
     def key_log_probs(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[B] each row's log-probability of its target tokens under the model's full-vocabulary step
         distributions, teacher-forced: the score decode.renormalise=false gives a key."""

@@ -6,7 +6,9 @@ look-ahead rules re-weight them in turn (kgqa.decoding.processors): the mask is 
 step, never an entry of the rule list. Every hypothesis is a path in the trie, so every answer is
 a key of the KB. Scores only decrease (log-probabilities), so a question is done
 once its num_return-th finished key beats its best live beam. A beam is finished once a single
-key is left below its trie node: the rest of that key is forced and adds nothing to its score.
+key is left below its trie node: the rest of that key is forced and adds nothing to its score
+(with the model's own scores, decode.renormalise=false, it adds what the model says: a beam finishes
+at its key's end).
 """
 from __future__ import annotations
 
