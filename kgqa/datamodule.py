@@ -189,13 +189,14 @@ class KgqaDataModule(L.LightningDataModule):
         subjects sharing its first characters). Drawn the same way every epoch for a question (seed, id).
         `present` [B, count + 1] marks the rows holding a key (a KB with fewer keys pads with the gold one)."""
         trie = self.keyspace.trie
-        states, lengths = trie.path_states([t for _, t in pairs])
+        states, _ = trie.path_states([t for _, t in pairs])
+        on_path = states >= 0  # -1 past a path's end (and after it leaves the trie)
+        holds_more = np.zeros(states.shape, dtype=bool)
+        holds_more[on_path] = trie.key_count(states[on_path]) > count
         rows, present = [], torch.zeros((len(pairs), count + 1), dtype=torch.bool)
         for i, ((question, target), example) in enumerate(zip(pairs, examples)):
-            on_path = states[i, : lengths[i] + 1]
-            on_path = on_path[on_path >= 0]
-            holding_more = on_path[trie.key_count(on_path) > count]
-            node = holding_more[-1] if len(holding_more) else trie.ROOT
+            deep = np.flatnonzero(holds_more[i])
+            node = states[i, deep[-1]] if len(deep) else trie.ROOT
             others = trie.values_under(int(node))
             others = others[others != self.kb.find(example.triple.key)]
             rng = np.random.default_rng([self.seed, zlib.crc32(str(example.id).encode())])

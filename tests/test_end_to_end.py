@@ -12,6 +12,7 @@ from cli import printed_json, printed_metrics, run_cli
 from wandb_offline import read_offline_run
 from kgqa.data.kgclue import read_qa
 from kgqa.data.toy import make_toy
+from kgqa.report.collect import trained_model
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,11 @@ def test_eval_decodes_checkpoint_with_other_settings(toy_run):
     proc = run_cli("evaluate", f"ckpt={run_dir}", "split=test", "lookahead=none", "decode.beam=1", "decode.renormalise=false",
                    "logger=csv", f"hydra.run.dir={run_dir}/eval")
     assert printed_metrics(proc)["test/em"] >= 0.9
-    factors = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))["factors"]
+    record = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    factors = record["factors"]
     assert (factors["beam"], factors["renormalise"], factors["lookahead"]) == (1, False, "none")
+    trained = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert trained_model(record) == trained_model(trained) == str(run_dir.resolve())  # the report sees one model
 
 
 def test_predict_answers_a_typed_question_and_rejects_bad_ones(toy_run):

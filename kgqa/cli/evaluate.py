@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.report import write_run_metrics
 from kgqa.build import build_trainer, finish_loggers, restore
+from kgqa.checkpoints import resolve_checkpoint
 from kgqa.console import print_config, print_metrics, quiet_console
 
 
@@ -20,7 +21,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
     if trainer.is_global_zero:
         write_run_metrics(Path(cfg.output_dir), cfg.factors, metrics, questions=module.question_results,
-                          name=cfg.run_name, checkpoint=str(cfg.ckpt))
+                          name=cfg.run_name, checkpoint=str(resolve_checkpoint(cfg.ckpt).resolve()))
     finish_loggers(trainer)
     print_metrics(metrics)
     return metrics

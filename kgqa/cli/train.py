@@ -46,7 +46,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
     project_targets()  # name): editing conf/ while a run trains leaves its final decodes alone
     trainer.fit(module, dm, ckpt_path=resume_from, weights_only=True)
-    best = best_ckpt.best_model_path or None
+    best = str(Path(best_ckpt.best_model_path).resolve()) if best_ckpt.best_model_path else None
     metrics: dict[str, float] = {}
     for tag, lookahead in variants:
         module.use_decoding(dm, tag, lookahead)
