@@ -231,7 +231,7 @@ class KgqaDataModule(L.LightningDataModule):
     @cached_property
     def train_examples(self) -> list[QAExample]:
         train = self.splits["train"]
-        return train + self.augment(train, self.kb, self.splits["val"] + self.splits["test"]) if self.augment else train
+        return train + self.augment(train, self.kb) if self.augment else train  # never given val/test
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._ranks()

@@ -27,13 +27,16 @@ def toy_dm() -> KgqaDataModule:
     return dm
 
 
-def test_subject_swap_asks_the_phrasing_about_other_kb_entities(toy_dm):
+@pytest.mark.parametrize("entities", ["train", "all"])
+def test_subject_swap_asks_the_phrasing_about_other_kb_entities(toy_dm, entities):
+    """entities=train swaps in only training entities (no val/test entity's key is trained on), all any."""
     train, kb = toy_dm.splits["train"], toy_dm.kb
-    extra = toy_dm.train_examples[len(train):]
-    assert toy_dm.train_examples[: len(train)] == train
-    assert len(train) < len(extra) <= 2 * len(train)
+    extra = SubjectSwap(per_question=2, entities=entities, seed=0)(train, kb)
+    assert len(train) // 2 < len(extra) <= 2 * len(train)
     by_id = {str(e.id): e for e in train}
-    held_out = {e.triple.key.subject for s in ("val", "test") for e in toy_dm.splits[s]}
+    train_entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
+    outside = sum((e.triple.key.subject, e.triple.key.meaning) not in train_entities for e in extra)
+    assert outside == 0 if entities == "train" else outside > 0
     meanings = Counter((k.subject, k.predicate) for k in kb.keys)
     for e in extra:
         source = by_id[str(e.id).rsplit("/", 1)[0]]
@@ -41,13 +44,14 @@ def test_subject_swap_asks_the_phrasing_about_other_kb_entities(toy_dm):
         assert key in kb and e.triple.obj in kb.objects[kb.key_id(key)]
         assert key.predicate == source.triple.key.predicate and key.subject != source.triple.key.subject
         assert e.question == source.question.replace(source.triple.key.subject, key.subject)
-        assert key.subject not in held_out and meanings[(key.subject, key.predicate)] == 1
+        assert meanings[(key.subject, key.predicate)] == 1
 
 
 def test_subject_swap_is_deterministic_for_a_seed(toy_dm):
-    train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
-    assert SubjectSwap(2, seed=0)(train, toy_dm.kb, held_out) == toy_dm.train_examples[len(train):]
-    assert SubjectSwap(2, seed=1)(train, toy_dm.kb, held_out) != toy_dm.train_examples[len(train):]
+    train = toy_dm.splits["train"]
+    assert toy_dm.train_examples[: len(train)] == train
+    assert SubjectSwap(2, seed=0)(train, toy_dm.kb) == toy_dm.train_examples[len(train):]
+    assert SubjectSwap(2, seed=1)(train, toy_dm.kb) != toy_dm.train_examples[len(train):]
 
 
 def test_template_fill_and_subject_swap_side_by_side_add_both_parts_pairs(toy_dm):
@@ -56,11 +60,11 @@ def test_template_fill_and_subject_swap_side_by_side_add_both_parts_pairs(toy_dm
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         cfg = compose("train", overrides=["augment=template_fill_swap", "augment.fill.per_question=2", "seed=3"])
     both = instantiate(cfg.augment)
-    train, held_out = toy_dm.splits["train"], toy_dm.splits["val"] + toy_dm.splits["test"]
-    fill = TemplateFill(per_question=2, entities="train", seed=3)(train, toy_dm.kb, held_out)
-    swap = SubjectSwap(per_question=1, seed=3)(train, toy_dm.kb, held_out)
+    train = toy_dm.splits["train"]
+    fill = TemplateFill(per_question=2, entities="train", seed=3)(train, toy_dm.kb)
+    swap = SubjectSwap(per_question=1, entities="train", seed=3)(train, toy_dm.kb)
     assert fill and swap
-    assert both(train, toy_dm.kb, held_out) == fill + swap
+    assert both(train, toy_dm.kb) == fill + swap
 
 
 def test_question_template_makes_slots_of_s_and_of_p_outside_s():
@@ -73,8 +77,7 @@ def test_question_template_makes_slots_of_s_and_of_p_outside_s():
 @pytest.mark.parametrize("entities", ["train", "all"])
 def test_template_fill_asks_training_phrasings_about_other_keys(toy_dm, entities):
     train, kb = toy_dm.splits["train"], toy_dm.kb
-    held_out = toy_dm.splits["val"] + toy_dm.splits["test"]
-    extra = TemplateFill(per_question=2, entities=entities, seed=0)(train, kb, held_out)
+    extra = TemplateFill(per_question=2, entities=entities, seed=0)(train, kb)
     by_id = {str(e.id): e for e in train}
     train_entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
     meanings = Counter((k.subject, k.predicate) for k in kb.keys)
@@ -90,7 +93,7 @@ def test_template_fill_asks_training_phrasings_about_other_keys(toy_dm, entities
         outside += (key.subject, key.meaning) not in train_entities
     assert outside == 0 if entities == "train" else outside > 0
     assert len({e.triple.key.predicate for e in extra}) > len({e.triple.key.predicate for e in templates})
-    assert TemplateFill(2, entities, seed=0)(train, kb, []) == extra  # deterministic, and reads no held-out question
+    assert TemplateFill(2, entities, seed=0)(train, kb) == extra  # deterministic
 
 
 def test_allowed_pairs_are_the_tries_choices_before_each_target_token(toy_dm):

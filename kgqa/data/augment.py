@@ -1,5 +1,8 @@
 """KB-driven augmentation: more training pairs from KB triples and the phrasing of training questions.
 
+An augmentation is called with the training questions and the KB only: it cannot read a val or test
+question, so no held-out fact reaches training through it unless `entities="all"` draws it from the KB.
+
 A from-scratch model memorises its training questions (the loss reaches zero); the article
 credits similar-question pre-training with about +2 EM. Here the KB supplies the variety.
 """
@@ -19,6 +22,24 @@ from kgqa.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+class EntityRule:
+    """Which KB keys an augmentation may draw: "train", the keys of the training questions' entities
+    (subject and meaning), so a gain cannot come from facts of dev/test entities (on the real KB a
+    dev/test key is one of 20M, on kb=synth one of ~60: drawing from every key would teach them);
+    or "all", every key in the KB."""
+
+    def __init__(self, entities: str):
+        if entities not in ("train", "all"):
+            raise ConfigError(f"augment.entities={entities!r}: choose train (keys of training entities) or all")
+        self.entities = entities
+
+    def rule(self, train: list[QAExample]) -> Callable[[Key], bool]:
+        if self.entities == "all":
+            return lambda key: True
+        entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
+        return lambda key: (key.subject, key.meaning) in entities
+
+
 class SubjectSwap:
     """A training question's phrasing, asked about another KB entity that holds the same predicate.
 
@@ -26,16 +47,15 @@ class SubjectSwap:
     KB and add (q with S replaced by S', S' P M' -> its object). Each phrasing of P then comes with
     many subjects, so the model learns to copy S and to read P from the phrasing instead of
     memorising question-key pairs. Only keys whose (S', P) has a single meaning are drawn (the
-    question cannot say which of two homonyms it means), and no subject of a held-out question
-    (val/test) is ever used, so the held-out keys stay unseen as in the un-augmented run.
+    question cannot say which of two homonyms it means). `entities` chooses the entities drawn, as
+    TemplateFill's does: "train" (the strict control) or "all".
     """
 
-    def __init__(self, per_question: int = 1, seed: int = 0):
-        self.per_question, self.seed = per_question, seed
+    def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
+        self.per_question, self.admit, self.seed = per_question, EntityRule(entities), seed
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
-        held_out_subjects = {e.triple.key.subject for e in held_out if e.triple is not None}
-        named = unambiguous_keys(kb, lambda key: key.subject not in held_out_subjects)
+    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+        named = unambiguous_keys(kb, self.admit.rule(train))
         by_predicate = defaultdict(list)  # P -> ids of keys that name their entity unambiguously
         for i in named:
             by_predicate[kb.keys[i].predicate].append(i)
@@ -53,8 +73,8 @@ class SubjectSwap:
                 new = kb.keys[i]
                 question = example.question.replace(key.subject, new.subject)
                 extra.append(QAExample(f"{example.id}/swap{n}", question, Triple(new, kb.answer(i))))
-        log.info("subject swap: %d extra training pairs from %d questions (%d do not contain their subject)",
-                 len(extra), len(train), no_subject)
+        log.info("subject swap (%s entities): %d extra training pairs from %d questions (%d do not contain their subject)",
+                 self.admit.entities, len(extra), len(train), no_subject)
         return extra
 
 
@@ -82,22 +102,17 @@ class TemplateFill:
     that no training question answers, so a model trained on its own questions alone never
     produces them; this teaches it to read P from the question as it reads S.
 
-    `entities="train"` (the strict control) draws only keys of the training questions' entities
-    (subject and meaning), so a gain cannot come from facts of dev/test entities; `"all"` draws
-    from every key in the KB. Never reads a val/test question.
+    `entities` (EntityRule): "train" (the strict control) draws only keys of the training questions'
+    entities; "all" draws from every key in the KB.
     """
 
     def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
-        if entities not in ("train", "all"):
-            raise ConfigError(f"augment.entities={entities!r}: choose train (keys of training entities) or all")
-        self.per_question, self.entities, self.seed = per_question, entities, seed
+        self.per_question, self.admit, self.seed = per_question, EntityRule(entities), seed
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
-        entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
-        admit = (lambda key: (key.subject, key.meaning) in entities) if self.entities == "train" else (lambda key: True)
-        pool = unambiguous_keys(kb, admit)
+    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+        pool = unambiguous_keys(kb, self.admit.rule(train))
         if not pool:
-            raise DataError(f"template fill: no KB key of {self.entities} entities has a single meaning to ask about")
+            raise DataError(f"template fill: no KB key of {self.admit.entities} entities has a single meaning to ask about")
         templates = [(e, template) for e in train if (template := question_template(e.question, e.triple.key))]
         rng = np.random.default_rng(self.seed)
         extra = []
@@ -107,7 +122,7 @@ class TemplateFill:
                 question = template.replace(SUBJECT_SLOT, new.subject).replace(PREDICATE_SLOT, new.predicate)
                 extra.append(QAExample(f"{example.id}/fill{n}", question, Triple(new, kb.answer(pool[j]))))
         log.info("template fill (%s entities): %d extra training pairs from %d templates of %d questions, %d keys drawn from",
-                 self.entities, len(extra), len(templates), len(train), len(pool))
+                 self.admit.entities, len(extra), len(templates), len(train), len(pool))
         return extra
 
 
@@ -118,8 +133,8 @@ class Augmentations:
     def __init__(self, **parts: Callable):
         self.parts = parts
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase, held_out: list[QAExample]) -> list[QAExample]:
-        return [pair for part in self.parts.values() for pair in part(train, kb, held_out)]
+    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+        return [pair for part in self.parts.values() for pair in part(train, kb)]
 
 
 SUBJECT_SLOT, PREDICATE_SLOT = "\x00", "\x01"  # characters no question holds (the readers refuse NUL)
