@@ -56,6 +56,15 @@ def test_moved_run_resumes_where_it_is_with_every_epoch_once(one_epoch, tmp_path
     assert len(entries(new / ".hydra" / "resumes")) == 2
 
 
+def test_resume_of_a_missing_folder_refuses_and_writes_nothing(tmp_path):
+    """A mistyped resume= ends in one line before Hydra makes any folder (neither it nor outputs/<time>)."""
+    missing, outputs = tmp_path / "no-such-run", entries(ROOT / "outputs")
+    proc = run_cli("train", f"resume={missing}", "trainer.max_epochs=2", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"kgqa: resume={missing}: no such run folder"
+    assert not missing.exists() and entries(ROOT / "outputs") == outputs
+
+
 def without_digest_with_data_root(run_dir: Path) -> None:
     """An older run folder (no digest in run.json) whose data lived in a folder gone since."""
     cfg = OmegaConf.load(run_dir / "run_config.yaml")

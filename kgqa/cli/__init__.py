@@ -42,9 +42,11 @@ def override_name(default: str, exclude: str = "") -> str:
 
 
 def resuming(resume: str | None, then: str, otherwise: str) -> str:
-    """`then` when this process resumes an existing run folder (resume=<dir>), else `otherwise`: a
-    resume writes inside its run folder only."""
-    return then if resume and Path(resume).is_dir() else otherwise
+    """`then` when this process resumes a run folder (resume=<dir>), else `otherwise`: a resume writes
+    inside its run folder only, and one of a folder that does not exist writes nothing."""
+    if resume and not Path(resume).is_dir():  # ends here, before Hydra makes a run folder for it
+        raise SystemExit(f"kgqa: resume={resume}: no such run folder")
+    return then if resume else otherwise
 
 
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
