@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling, RoFormerForMaskedLM
 
-from kgqa.data.tokenizer import SPECIAL_TOKENS, PretrainedTokenizer
+from kgqa.data.tokenizer import SPECIAL_TOKENS, PretrainedTokenizer, encode_parts
 from kgqa.kb.columns import KnowledgeBase
 from kgqa.kb.strings import ItemView, as_strings, code_points
 from kgqa.model import backbone_config
@@ -91,10 +91,7 @@ class MaskedTexts:
         self.tokenizer, self.masker, self.max_len = tokenizer, masker, max_len
 
     def encode(self, parts: tuple[str, ...]) -> list[int]:
-        ids = [self.tokenizer.cls_id]
-        for part in parts:
-            ids += self.tokenizer.encode(part) + [self.tokenizer.sep_id]
-        return ids[: self.max_len]
+        return ([self.tokenizer.cls_id] + encode_parts(self.tokenizer, parts))[: self.max_len]
 
     def __call__(self, texts: list[tuple[str, ...]]) -> dict[str, torch.Tensor]:
         return self.masker([{"input_ids": self.encode(parts)} for parts in texts])

@@ -162,11 +162,16 @@ class PretrainedTokenizer:
         Path(path).write_text(json.dumps({"type": "pretrained", **self.state()}, ensure_ascii=False), encoding="utf-8")
 
 
-def encode_key(tokenizer: Tokenizer, key: Key, order: str) -> list[int]:
+def encode_parts(tokenizer: Tokenizer, parts: tuple[str, ...]) -> list[int]:
+    """Each part followed by [SEP]: how UniLM's target spells a key (and pre-training every text)."""
     ids: list[int] = []
-    for part in key.parts(order):
+    for part in parts:
         ids += tokenizer.encode(part) + [tokenizer.sep_id]
     return ids
+
+
+def encode_key(tokenizer: Tokenizer, key: Key, order: str) -> list[int]:
+    return encode_parts(tokenizer, key.parts(order))
 
 
 def encode_question(tokenizer: Tokenizer, question: str, max_len: int) -> list[int]:
