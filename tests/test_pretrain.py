@@ -131,6 +131,8 @@ def test_training_starts_from_the_pretrained_weights(pretrained, tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     trained = ckpt["state_dict"]["model.backbone.embeddings.word_embeddings.weight"]
     assert ckpt["KgqaDataModule"]["pretrained"] == str(pretrained) and ckpt["KgqaDataModule"]["added"] == []
+    # a run's factors name its starting weights: kgqa-report keeps it apart from a run from random init
+    assert json.loads((run_dir / "metrics.json").read_text())["factors"]["pretrained"] == str(pretrained)
     # one epoch moved them a little (measured: 0.09 of their norm); fresh ones would be as far as the norm itself
     assert (trained - pre_embeddings).norm() < 0.3 * pre_embeddings.norm()
 
