@@ -179,7 +179,7 @@ def test_the_recommended_recipe_composes_to_the_settings_results_reports():
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         cfg = compose("train", overrides=["experiment=kgclue_cpu_recipe"])
     augment = instantiate(cfg.augment, seed=0)
-    assert type(augment).__name__ == "TemplateFill" and augment.entities == "train"
+    assert type(augment).__name__ == "TemplateFill" and augment.entities.name == "train"
     assert cfg.model["copy"] is True and cfg.loss.trie_loss == 1.0 and cfg.lookahead is None
     assert (cfg.data.source._target_, cfg.kb._target_, cfg.target) == ("kgqa.data.sources.KgclueSource",
                                                                        "kgqa.kb.sources.SynthKB", "spm")

@@ -31,10 +31,10 @@ class EntityRule:
     def __init__(self, entities: str):
         if entities not in ("train", "all"):
             raise ConfigError(f"augment.entities={entities!r}: choose train (keys of training entities) or all")
-        self.entities = entities
+        self.name = entities
 
     def rule(self, train: list[QAExample]) -> Callable[[Key], bool]:
-        if self.entities == "all":
+        if self.name == "all":
             return lambda key: True
         entities = {(e.triple.key.subject, e.triple.key.meaning) for e in train}
         return lambda key: (key.subject, key.meaning) in entities
@@ -52,10 +52,10 @@ class SubjectSwap:
     """
 
     def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
-        self.per_question, self.admit, self.seed = per_question, EntityRule(entities), seed
+        self.per_question, self.entities, self.seed = per_question, EntityRule(entities), seed
 
     def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
-        named = unambiguous_keys(kb, self.admit.rule(train))
+        named = unambiguous_keys(kb, self.entities.rule(train))
         by_predicate = defaultdict(list)  # P -> ids of keys that name their entity unambiguously
         for i in named:
             by_predicate[kb.keys[i].predicate].append(i)
@@ -74,7 +74,7 @@ class SubjectSwap:
                 question = example.question.replace(key.subject, new.subject)
                 extra.append(QAExample(f"{example.id}/swap{n}", question, Triple(new, kb.answer(i))))
         log.info("subject swap (%s entities): %d extra training pairs from %d questions (%d do not contain their subject)",
-                 self.admit.entities, len(extra), len(train), no_subject)
+                 self.entities.name, len(extra), len(train), no_subject)
         return extra
 
 
@@ -107,12 +107,12 @@ class TemplateFill:
     """
 
     def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
-        self.per_question, self.admit, self.seed = per_question, EntityRule(entities), seed
+        self.per_question, self.entities, self.seed = per_question, EntityRule(entities), seed
 
     def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
-        pool = unambiguous_keys(kb, self.admit.rule(train))
+        pool = unambiguous_keys(kb, self.entities.rule(train))
         if not pool:
-            raise DataError(f"template fill: no KB key of {self.admit.entities} entities has a single meaning to ask about")
+            raise DataError(f"template fill: no KB key of {self.entities.name} entities has a single meaning to ask about")
         templates = [(e, template) for e in train if (template := question_template(e.question, e.triple.key))]
         rng = np.random.default_rng(self.seed)
         extra = []
@@ -122,7 +122,7 @@ class TemplateFill:
                 question = template.replace(SUBJECT_SLOT, new.subject).replace(PREDICATE_SLOT, new.predicate)
                 extra.append(QAExample(f"{example.id}/fill{n}", question, Triple(new, kb.answer(pool[j]))))
         log.info("template fill (%s entities): %d extra training pairs from %d templates of %d questions, %d keys drawn from",
-                 self.admit.entities, len(extra), len(templates), len(train), len(pool))
+                 self.entities.name, len(extra), len(templates), len(train), len(pool))
         return extra
 
 
