@@ -7,12 +7,14 @@
 DIR is a run folder (kgqa-train, kgqa-eval) or a multirun folder (its numbered jobs become NAME-0, NAME-1, ...).
 A factor is `name=config.path[:default]`; the default (YAML) stands where the config has no such key, or
 where the record's run folder keeps no run_config.yaml (records committed without it; said in the output).
-Per-question files are not copied (the records keep none); a factor already in a record is left as it is.
+Per-question files are not copied (the records keep none) unless --questions is given (then `kgqa-report OUT
+--compare A B` can pair the runs question by question); a factor already in a record is left as it is.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("runs", nargs="+", help="NAME=DIR")
     parser.add_argument("--factor", action="append", default=[], help="name=config.path[:default]")
+    parser.add_argument("--questions", action="store_true", help="copy the per-question files too")
     args = parser.parse_args()
     factors = {}
     for spec in args.factor:
@@ -44,8 +47,12 @@ def main() -> None:
             for factor, (path, default) in factors.items():
                 if factor not in record["factors"]:
                     record["factors"][factor] = OmegaConf.select(config, path, default=default)
-            record["questions"] = {}
             (Path(args.out) / job_name).mkdir(parents=True, exist_ok=True)
+            if args.questions:
+                for file in record["questions"].values():
+                    shutil.copyfile(job / file, Path(args.out) / job_name / file)
+            else:
+                record["questions"] = {}
             (Path(args.out) / job_name / "metrics.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
             print(job_name, {k: record["factors"][k] for k in factors}, "" if saved.is_file() else "(no run_config.yaml: defaults)")
 
