@@ -187,6 +187,23 @@ def test_the_recommended_recipe_composes_to_the_settings_results_reports():
     assert list(cfg.ablation_lookaheads) == ["lcs_power", "copy_lcs_bonus"]
 
 
+@pytest.mark.parametrize("overrides, lr", [
+    (["size=tiny"], 3e-3),
+    (["size=small"], 5e-4),                                          # tiny's 3e-3 diverges at this width
+    (["experiment=kgclue_cpu_recipe", "size=small"], 5e-4),         # the recipe at another size takes that size's
+    (["size=small", "optim.lr=1e-3"], 1e-3),                         # the command line wins
+    (["experiment=article"], 5e-6),                                  # an experiment's own rate wins over its size's
+    (["hparams_search=optuna", "size=small", "optim.lr=2e-3"], 2e-3),
+])
+def test_each_size_brings_its_learning_rate_and_what_is_said_later_wins(overrides, lr):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=overrides)
+        pretrain = compose("pretrain", overrides=[o for o in overrides if o.startswith(("size=", "optim."))])
+    assert cfg.optim.lr == lr and cfg.factors.lr == lr
+    if not any(o.startswith("experiment=") for o in overrides):
+        assert pretrain.optim.lr == lr
+
+
 def test_eval_shards_cover_every_question_once_in_length_order():
     from kgqa.datamodule import LengthOrderedShard
 
