@@ -3,6 +3,7 @@ read by transformers' Auto classes, and kgqa-train started from it through backb
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling
 
-from cli import printed_metrics, run_cli
+from cli import ROOT, printed_metrics, run_cli
 from kgqa.build import build_datamodule, build_module
 from kgqa.cli import CONFIG_DIR
 from kgqa.cli.checks import check_config
@@ -124,8 +125,9 @@ def test_training_starts_from_the_pretrained_weights(pretrained, tmp_path):
     assert torch.equal(unilm.transform[0].weight, lm.cls.predictions.transform.dense.weight)
     assert torch.equal(unilm.lm_bias, lm.cls.predictions.bias)
 
-    run_dir = tmp_path / "run"
-    metrics = printed_metrics(run_cli("train", *overrides, "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0",
+    run_dir = tmp_path / "run"  # the folder named relative to where kgqa-train starts: recorded by its absolute path
+    relative = [TOY, f"backbone.pretrained={os.path.relpath(pretrained, ROOT)}", "logger=csv"]
+    metrics = printed_metrics(run_cli("train", *relative, "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0",
                                       f"hydra.run.dir={run_dir}"))
     assert {"val/emf1", "test/em"} <= metrics.keys()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

@@ -25,12 +25,21 @@ def decode_variants(cfg: DictConfig) -> list[tuple[str, dict | None]]:
     return variants
 
 
+def weights_by_absolute_path(cfg: DictConfig) -> None:
+    """A local backbone.pretrained folder is kept by its absolute path, as ckpt= is: the run's factors then
+    name one folder one way, whatever directory each run started in. A hub name (no such folder) stays as typed."""
+    weights = cfg.backbone.get("pretrained")
+    if weights and Path(weights).is_dir():
+        cfg.backbone.pretrained = str(Path(weights).resolve())
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     resume_from = None
     if cfg.resume:
         cfg, resume_from = resumed_config(Path(cfg.resume), cfg, list(HydraConfig.get().overrides.task))
         check_config(cfg)
     else:
+        weights_by_absolute_path(cfg)
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.output_dir)
     quiet_console()
