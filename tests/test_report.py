@@ -214,3 +214,25 @@ def test_two_models_with_the_same_factors_and_seed_are_named_in_a_warning(tmp_pa
         (kept,) = evaluations(collect(tmp_path))
     assert kept.metrics["em"] == 0.7 and "two different models" in caplog.text
     assert str(tmp_path / "a") in caplog.text and str(tmp_path / "b") in caplog.text
+
+
+def test_long_configuration_labels_stay_inside_the_figure(tmp_path):
+    """Many varying factors make long row labels (issue 14's folder has eleven); each is wrapped and drawn
+    whole, none cut off at the figure's left edge."""
+    from kgqa.report.plot import figure
+
+    for seed in range(2):
+        for n, trie_loss in enumerate((0.5, 1.0)):
+            factors = {"target": ("spm", "smp")[n], "size": ("tiny", "small")[n], "pretrained": f"/a/long/folder/of/weights/{n}",
+                       "augment": f"template_fill_{n}", "beam": 3 + n, "renormalise": bool(n), "trie_loss": trie_loss,
+                       "sequence_loss": 0.3 * n, "lr": 5e-4 * (1 + n), "epochs": 1 + n, "seed": seed}
+            write_run_metrics(tmp_path / f"r{n}-{seed}", factors, {"test/em": 0.5 + 0.1 * n, "test/lcs_power/em": 0.6},
+                              history=[{"epoch": 0, "val/em": 0.4}])
+    fig = figure(report(tmp_path, resamples=10))
+    fig.canvas.draw()
+    renderer, width = fig.canvas.get_renderer(), fig.bbox.width
+    labels = [label for label in fig.axes[0].get_yticklabels() if label.get_text()]
+    assert len(labels) == 2 and all("sequence_loss" in label.get_text() for label in labels)
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width, label.get_text()

@@ -10,6 +10,8 @@ import numpy as np
 from kgqa.files import atomic_output
 from kgqa.report.tables import MARK, GroupedTable, mean_std
 
+LABEL_WIDTH = 48
+
 
 def val_curves(table: GroupedTable) -> dict[tuple, tuple[list[int], list[list[float]], int]]:
     """Configuration -> (epochs, val EM of each run at each epoch, runs), from the runs' histories."""
@@ -28,6 +30,17 @@ def val_curves(table: GroupedTable) -> dict[tuple, tuple[list[int], list[list[fl
 
 
 def plot(table: GroupedTable, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = figure(table)
+    with atomic_output(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return out
+
+
+def figure(table: GroupedTable):
+    """The report's figure (a matplotlib Figure, not yet saved)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,13 +48,18 @@ def plot(table: GroupedTable, out: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     configurations = list(dict.fromkeys(g.configuration for g in table.groups))
-    labels = {c: ", ".join(f"{k}={v}" for k, v in c) or "all runs" for c in configurations}
+    # a configuration's label wrapped at LABEL_WIDTH characters: with many varying factors an unwrapped one
+    # outgrows the figure and is cut off at its left edge
+    labels = {c: textwrap.fill(", ".join(f"{k}={v}" for k, v in c), LABEL_WIDTH) or "all runs" for c in configurations}
+    lines = max(label.count("\n") + 1 for label in labels.values())
     stage = "test" if "test" in table.stages else "val"
     curves = val_curves(table)
     panels = len(table.rules)
-    height = max(2.5, 0.45 * len(configurations) + 1.5)
-    fig = plt.figure(figsize=(max(8.0, 2.2 + 3.0 * panels), height + (4.0 if curves else 0.0)), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[height, 4.0]) if curves else (fig, None)
+    height = max(2.5, (0.3 + 0.15 * lines) * len(configurations) + 1.5)
+    curve_height = max(4.0, 0.18 * lines * len(curves) + 1.0)  # the legend lists every configuration
+    fig = plt.figure(figsize=(max(8.0, 2.2 + 3.0 * panels) + 0.07 * LABEL_WIDTH, height + (curve_height if curves else 0.0)),
+                     layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[height, curve_height]) if curves else (fig, None)
     axes = np.atleast_1d(top.subplots(1, panels, sharey=True, sharex=True))
     cells = {(g.configuration, g.rule): g for g in table.groups}
     y = np.arange(len(configurations))
@@ -82,7 +100,4 @@ def plot(table: GroupedTable, out: Path) -> Path:
         ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    with atomic_output(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return fig
