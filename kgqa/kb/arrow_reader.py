@@ -73,11 +73,10 @@ def read_with_arrow(lines: LineReader) -> KnowledgeBase:
     bad_rows = []  # rows without 3 fields that are not blank lines
 
     def other_width(row) -> str:
-        try:
-            blank = not row.text.removeprefix(BOM_CHAR).strip()
-        except UnicodeDecodeError:  # not UTF-8: a bad line to the line reader too
-            blank = False
-        if not blank:
+        # Arrow decodes a row before it calls this: one that is not UTF-8 stops the read with an ArrowInvalid
+        # instead (pytest shows the UnicodeDecodeError as "ignored"), and the file is read line by line, which
+        # names the line
+        if row.text.removeprefix(BOM_CHAR).strip():
             bad_rows.append(row.number)
         return "skip"
 
