@@ -109,7 +109,6 @@ def test_a_clean_file_is_not_read_line_by_line_and_skips_count(tmp_path, caplog)
         read_knowledge_kb(path)
 
 
-
 def test_a_row_of_other_width_that_is_not_utf8_is_named_by_the_line_reader(tmp_path, caplog):
     """Arrow cannot hand such a row to its handler: the read falls back to the line reader, which names it."""
     path = tmp_path / "Knowledge.txt"
@@ -121,6 +120,7 @@ def test_a_row_of_other_width_that_is_not_utf8_is_named_by_the_line_reader(tmp_p
     assert [k.full_subject for k in kb.keys] == ["戊", "甲"]
     messages = [r.getMessage() for r in caplog.records]
     assert any(LINE_BY_LINE in m for m in messages) and f"{path}: skipped 1 bad line(s)" in messages
+
 
 def test_a_folder_keeps_the_kb_memory_mapped_and_knowledge_txt_round_trips(tmp_path):
     path = toy_knowledge(tmp_path / "source.txt", messy=True)
