@@ -128,6 +128,15 @@ class KgqaDataModule(L.LightningDataModule):
             self.tokenizer = saved if saved is not None else build_tokenizer(self.pretrained, self.splits["train"], self.kb)
         self.keyspace = self.kb_source.keyspace(self.kb, self.tokenizer, self.target)
 
+    def loss_vocabulary(self) -> torch.Tensor | None:
+        """The sorted ids the training loss's softmax runs over: the special tokens and every character of the KB's
+        keys and the training questions (what a from-config vocabulary is built from, so there it is every id:
+        None). Of a pretrained vocabulary's thousands of characters the others never occur in a target."""
+        chars = set(self.kb.characters()) | {c for e in self.splits["train"] for c in e.question}
+        t = self.tokenizer
+        ids = sorted({t.pad_id, t.unk_id, t.cls_id, t.sep_id} | {i for c in chars for i in t.encode(c)})
+        return None if len(ids) == t.vocab_size else torch.tensor(ids)
+
     # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:
         return {"kb": self.kb_fingerprint} | self.tokenizer.state()

@@ -17,8 +17,10 @@ leaves normalised log-probabilities as they are.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -51,11 +53,23 @@ def build_backbone(arch: str, vocab_size: int, pretrained: str | None = None, **
             raise ConfigError(f"backbone.pretrained={pretrained} holds a {found} model, but backbone.arch={arch}; "
                               f"choose a backbone preset of {found} (conf/backbone/)")
         model = model_cls.from_pretrained(pretrained, trust_remote_code=False, is_decoder=True, **no_pooler)
+        as_built_from_config(model, model_cls, **no_pooler)
         unused = {k: getattr(model.config, k) for k, v in size.items() if getattr(model.config, k, v) != v}
         if unused:
             log.info("backbone settings not applied to the pretrained model, which keeps its own: %s", unused)
         return resize_vocabulary(model, vocab_size)
     return model_cls(backbone_config(arch, vocab_size, **size), **no_pooler)
+
+
+def as_built_from_config(model: PreTrainedModel, model_cls: type, **kwargs) -> None:
+    """Give a from_pretrained model the state a model built from its config starts in: from_pretrained
+    returns it in eval mode (no dropout) and makes every parameter trainable, also those the architecture
+    freezes (RoFormer's sinusoidal position table), which training would then move."""
+    with torch.device("meta"):
+        frozen = {name for name, p in model_cls(model.config, **kwargs).named_parameters() if not p.requires_grad}
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    model.train()
 
 
 def architecture(arch: str) -> tuple[type, type]:
@@ -98,6 +112,31 @@ def load_pretrained_head(model: "UniLM", arch: str, pretrained: str) -> None:
         model.transform[2].load_state_dict(head.transform.LayerNorm.state_dict())
         model.lm_bias[: len(head.bias)] = head.bias
         model.lm_bias[len(head.bias) :] = head.bias.mean()
+
+
+def save_pretrained(model: "UniLM", arch: str, tokens: list[str], lower_case: bool, folder: str | Path) -> Path:
+    """Write `model` as a Hugging Face folder that backbone.pretrained= reads back to the same UniLM: the
+    backbone under its architecture's LM head (WITH_LM_HEAD) holding UniLM's transform and output bias,
+    vocab.txt (`tokens`, one per id) and a tokenizer_config.json with its casing and special tokens. The copy
+    head is not kept."""
+    if any(t != t.strip() or not t for t in tokens):
+        raise ConfigError(f"{folder}: a vocab.txt line cannot hold whitespace; this vocabulary has "
+                          f"{sum(t != t.strip() or not t for t in tokens)} such token(s)")
+    lm = WITH_LM_HEAD[arch](model.backbone.config)
+    getattr(lm, lm.base_model_prefix).load_state_dict(model.backbone.state_dict(), strict=False)
+    head = lm.cls.predictions
+    head.transform.dense.load_state_dict(model.transform[0].state_dict())
+    head.transform.LayerNorm.load_state_dict(model.transform[2].state_dict())
+    with torch.no_grad():
+        head.bias.copy_(model.lm_bias)
+    folder = Path(folder)
+    lm.save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    specials = {f"{name}_token": f"[{name.upper()}]" for name in ("pad", "unk", "cls", "sep", "mask")}
+    settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": lower_case,  # no special token it lacks:
+                **{k: v if v in tokens else None for k, v in specials.items()}}  # BertTokenizer would add it
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return folder
 
 
 def unilm_attention_mask(segment_ids: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -313,15 +352,23 @@ class UniLM(nn.Module):
         return self._scores(hidden, memory)
 
     def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0,
-             trie_weight: float = 0.0, allowed: torch.Tensor | None = None) -> torch.Tensor:
+             trie_weight: float = 0.0, allowed: torch.Tensor | None = None,
+             vocabulary: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced cross-entropy on target tokens only (each predicts the next).
 
         With `trie_weight` > 0, that share of the loss is the cross-entropy over the tokens the trie
         allows at each target position (`allowed`: (position, token) pairs, positions numbered over the
         target tokens in row-major order): decoding only ever compares those, so training spends its
         gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart. The cross-entropies take
-        log_softmax of the step scores, which leaves a copy head's log-probabilities as they are."""
+        log_softmax of the step scores, which leaves a copy head's log-probabilities as they are.
+
+        `vocabulary` (sorted token ids, kgqa.datamodule.loss_vocabulary): the softmax runs over these tokens only,
+        the characters of the data; a pretrained vocabulary's thousands of others would otherwise take gradient."""
         logits, targets, _ = self.target_scores(input_ids, segment_ids, valid)
+        if vocabulary is not None:
+            logits, targets = logits[:, vocabulary], in_vocabulary(vocabulary, targets)
+            if allowed is not None:
+                allowed = torch.stack([allowed[:, 0], in_vocabulary(vocabulary, allowed[:, 1])], 1)
         loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         if trie_weight:
             loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(logits, targets, allowed)
@@ -343,6 +390,14 @@ class UniLM(nn.Module):
         scores = self.key_log_probs(input_ids, segment_ids, valid).view(present.shape)
         scores = scores.masked_fill(~present, float("-inf"))
         return F.cross_entropy(scores, scores.new_zeros(len(scores), dtype=torch.long))
+
+
+def in_vocabulary(vocabulary: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Each token's index in `vocabulary` (sorted ids); a token outside it is a bug of whoever built it."""
+    index = torch.searchsorted(vocabulary, tokens).clamp_max(len(vocabulary) - 1)
+    if not torch.equal(vocabulary[index], tokens):
+        raise ValueError("a target token lies outside the loss vocabulary")
+    return index
 
 
 def trie_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

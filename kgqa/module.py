@@ -35,8 +35,9 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
 def optimizer_and_schedule(module: L.LightningModule, optim: dict, scheduler: dict) -> dict:
     """Lightning's configure_optimizers answer: `optim` (conf/optim/) over the module's parameters, no weight
     decay on biases and norms, and `scheduler` (conf/scheduler/) stepped every batch."""
-    decay = [p for p in module.parameters() if p.ndim >= 2]
-    no_decay = [p for p in module.parameters() if p.ndim < 2]
+    trainable = [p for p in module.parameters() if p.requires_grad]  # not RoFormer's fixed position table
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     optimizer = instantiate(optim)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
     schedule = instantiate(scheduler)(optimizer, total_steps=module.trainer.estimated_stepping_batches)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -57,6 +58,7 @@ class KgqaModule(L.LightningModule):
             load_pretrained_head(self.model, backbone["arch"], arch["pretrained"])
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.answerer: Answerer | None = None
+        self.loss_vocabulary: torch.Tensor | None = None  # set in setup: the ids the loss's softmax runs over
         self.wrong_answers: list[list[Any]] = []
         self.question_rows: list[list[Any]] = []  # QUESTION_COLUMNS per question of the running evaluation (also
         # what calibration reads: the confidence is rounded only when the rows are written)
@@ -68,6 +70,8 @@ class KgqaModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """The Answerer for the datamodule Lightning was given, with the current rules."""
         self.use_decoding(self.trainer.datamodule, self.eval_tag, self.lookahead_cfg)
+        vocabulary = self.trainer.datamodule.loss_vocabulary() if self.hparams.loss.get("data_vocabulary") else None
+        self.loss_vocabulary = None if vocabulary is None else vocabulary.to(self.device)
 
     def use_decoding(self, dm, tag: str, lookahead: Any) -> None:
         """Decode val/test from now on with `lookahead` (a rule config, a list of them, or None) over
@@ -99,7 +103,7 @@ class KgqaModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         settings = self.hparams.loss
         loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], settings["label_smoothing"],
-                               settings["trie_loss"], batch.get("allowed"))
+                               settings["trie_loss"], batch.get("allowed"), self.loss_vocabulary)
         if settings.get("sequence_loss", 0.0):
             loss = loss + settings["sequence_loss"] * self.model.candidate_loss(**batch["candidates"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
@@ -111,7 +115,7 @@ class KgqaModule(L.LightningModule):
     # --- evaluation ------------------------------------------------------------------
     def _evaluate(self, batch: dict, stage: str) -> None:
         examples = batch["examples"]
-        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"])
+        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], vocabulary=self.loss_vocabulary)
         self.log(f"{stage}/loss", loss, batch_size=len(examples), sync_dist=True)
         answers = [a[0] for a in self.answerer(self.model, [e.question for e in examples])]
         self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])

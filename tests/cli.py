@@ -28,3 +28,15 @@ def printed_metrics(proc: subprocess.CompletedProcess) -> dict[str, float]:
 def printed_json(proc: subprocess.CompletedProcess) -> dict:
     """The JSON object a script printed over several lines (log lines may come before it)."""
     return json.loads(re.search(r"^\{$.*?^\}$", proc.stdout, re.M | re.S).group(0))
+
+
+def compose_train(*overrides: str):
+    """kgqa-train's config as the CLI composes it, the values Hydra sets at run time filled in."""
+    from hydra import compose, initialize_config_dir
+
+    from kgqa.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    cfg.run_name, cfg.output_dir, cfg.factors = "test", "unused", {}
+    return cfg

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling
 
-from cli import ROOT, printed_metrics, run_cli
+from cli import ROOT, compose_train, printed_metrics, run_cli
 from kgqa.build import build_datamodule, build_module
 from kgqa.cli import CONFIG_DIR
 from kgqa.cli.checks import check_config
@@ -99,14 +99,6 @@ def test_each_architecture_saves_a_folder_kgqa_loads(arch, toy, tmp_path):
     load_pretrained_head(unilm, arch, str(tmp_path))
     assert torch.equal(unilm.backbone.get_input_embeddings().weight, lm.get_input_embeddings().weight)
     assert torch.equal(unilm.transform[0].weight, lm.cls.predictions.transform.dense.weight)
-
-
-def compose_train(*overrides: str):
-    """kgqa-train's config as the CLI composes it, the values Hydra sets at run time filled in."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides))
-    cfg.run_name, cfg.output_dir, cfg.factors = "test", "unused", {}
-    return cfg
 
 
 @pytest.mark.e2e  # the pretrained fixture runs kgqa-pretrain

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, RoFormerConfig, RoFormerForCausalLM
 
-from cli import printed_metrics, run_cli
+from cli import compose_train, printed_metrics, run_cli
+from kgqa.build import build_datamodule, build_module, build_trainer
 from kgqa.cli import CONFIG_DIR
 from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
@@ -24,7 +27,7 @@ from kgqa.data.triples import Key, Triple
 from kgqa.datamodule import build_tokenizer
 from kgqa.errors import CheckpointError, ConfigError
 from kgqa.kb.keyspace import KeySpace
-from kgqa.model import WITH_LM_HEAD, UniLM, build_backbone, load_pretrained_head
+from kgqa.model import WITH_LM_HEAD, UniLM, build_backbone, load_pretrained_head, save_pretrained
 from kgqa.checkpoints import tokenizer_from_state
 
 # The Chinese BERT vocabularies' layout: [PAD], [unused1..99], then [UNK] [CLS] [SEP] [MASK] at 100..103.
@@ -54,11 +57,11 @@ def save_lm(model, folder: Path) -> None:
     model.save_pretrained(folder)
 
 
-def roformer_sim_char_ft(folder: Path, vocab: list[str]) -> Path:
+def roformer_sim_char_ft(folder: Path, vocab: list[str], size: dict = TINY) -> Path:
     """junnyu/roformer_chinese_sim_char_ft_base: config.json (RoFormerForCausalLM, model_type roformer,
     is_decoder, eos 102) and vocab.txt; no tokenizer files, so AutoTokenizer picks RoFormerTokenizer (rjieba)."""
-    config = RoFormerConfig(vocab_size=len(vocab), embedding_size=TINY["hidden_size"], max_position_embeddings=512,
-                            type_vocab_size=2, pad_token_id=0, is_decoder=True, eos_token_id=102, **TINY)
+    config = RoFormerConfig(vocab_size=len(vocab), embedding_size=size["hidden_size"], max_position_embeddings=512,
+                            type_vocab_size=2, pad_token_id=0, is_decoder=True, eos_token_id=102, **size)
     save_lm(RoFormerForCausalLM(config), folder)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return folder
@@ -265,3 +268,107 @@ def test_bert_replicas_train_resume_and_decode(kind, tmp_path):
     folder = replica_lacking(kind, tmp_path / kind, toy.triples, toy.splits["train"])
     train_resume_and_decode(tmp_path, toy.splits["test"][0].question, f"backbone={kind}", f"backbone.pretrained={folder}",
                             "+data.source.n_entities=300")
+
+
+# --- the pretrained path trains as the from-config one (issue 24) ---------------------------------------------
+KGQA_TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)  # conf/size/tiny
+
+
+def loss_curve(run_dir: Path) -> list[float]:
+    rows = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("train/loss")
+    return [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+
+
+@pytest.mark.e2e
+def test_the_same_weights_train_the_same_through_a_pretrained_folder(tmp_path):
+    """A from-config model at the run's seed, saved with save_pretrained (weights, LM head and vocabulary), trains
+    through backbone.pretrained= exactly as from config: from_pretrained's eval mode and its trainable copy of
+    RoFormer's fixed position table each made these differ (the table after the first steps)."""
+    cfg = compose_train("logger=csv")
+    L.seed_everything(cfg.seed, workers=True)  # as kgqa-train does before it builds the model
+    dm = build_datamodule(cfg)
+    dm.setup()
+    folder = save_pretrained(build_module(cfg, dm.tokenizer.vocab_size).model, "roformer", dm.tokenizer.vocab,
+                             False, tmp_path / "folder")
+    runs = {}
+    for name, extra in (("config", []), ("folder", [f"backbone.pretrained={folder}"])):
+        run_dir = tmp_path / name
+        run_cli("train", "logger=csv", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}", *extra)
+        runs[name] = json.loads((run_dir / "metrics.json").read_text())["metrics"], loss_curve(run_dir)
+    (config_metrics, config_curve), (folder_metrics, folder_curve) = runs["config"], runs["folder"]
+    assert folder_metrics.keys() == config_metrics.keys() and len(folder_curve) == len(config_curve) > 5
+    assert folder_metrics == pytest.approx(config_metrics, abs=1e-6)
+    assert folder_curve == pytest.approx(config_curve, rel=1e-5)
+
+
+class ModeProbe(L.Callback):
+    """Records whether every module is in train mode at each training step, and in eval mode at each validation step."""
+
+    def __init__(self):
+        self.training, self.validating = [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.training.append(all(m.training for m in module.modules()))
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        self.validating.append(not any(m.training for m in module.modules()))
+
+
+@pytest.mark.parametrize("pretrained", [False, True], ids=["from_config", "pretrained"])
+def test_every_backbone_trains_with_dropout_and_decodes_without(pretrained, tmp_path):
+    """Lightning keeps each submodule's mode, and from_pretrained returns its model in eval mode: the pretrained
+    backbone was fine-tuned without dropout. RoFormer's sinusoidal position table stays fixed through training."""
+    vocab = hub_vocab({c for t in make_toy().triples for c in t.key.subject})
+    folder = roformer_sim_char_ft(tmp_path / "folder", vocab)
+    cfg = compose_train("logger=csv", *([f"backbone.pretrained={folder}"] if pretrained else []))
+    cfg.output_dir = str(tmp_path / "run")
+    dm = build_datamodule(cfg)
+    dm.setup()
+    module = build_module(cfg, dm.tokenizer.vocab_size)
+    positions = module.model.backbone.encoder.embed_positions.weight.clone()
+    probe = ModeProbe()
+    trainer = build_trainer(cfg, callbacks=[probe], max_epochs=1, limit_train_batches=3, limit_val_batches=2,
+                            num_sanity_val_steps=0, enable_checkpointing=False)
+    trainer.fit(module, dm)
+    assert probe.training == [True] * 3 and probe.validating == [True] * 2
+    assert torch.equal(module.model.backbone.encoder.embed_positions.weight, positions)
+
+
+def test_the_loss_runs_over_the_characters_of_the_data(replica):
+    """With a pretrained vocabulary the loss's softmax covers the special tokens and the characters of the KB
+    and the training questions only (a from-config vocabulary is exactly those: no restriction there)."""
+    name, folder = replica
+    cfg = compose_train(f"backbone={name}", f"backbone.pretrained={folder}", "logger=csv")
+    dm = build_datamodule(cfg)
+    dm.setup()
+    vocabulary = dm.loss_vocabulary()
+    t = dm.tokenizer
+    chars = set(dm.kb.characters()) | {c for e in dm.splits["train"] for c in e.question}
+    assert vocabulary.tolist() == sorted({t.pad_id, t.unk_id, t.cls_id, t.sep_id} | {t.encode(c)[0] for c in chars})
+    assert len(vocabulary) < t.vocab_size
+    config_dm = build_datamodule(compose_train())
+    config_dm.setup()
+    assert config_dm.loss_vocabulary() is None
+    model = build_module(cfg, t.vocab_size).model.eval()
+    batch = dm.collate(dm.splits["train"][:4])
+    logits, targets, _ = model.target_scores(batch["input_ids"], batch["segment_ids"], batch["valid"])
+    kept = logits[:, vocabulary]
+    by_hand = (kept.logsumexp(-1) - logits.gather(1, targets[:, None])[:, 0]).mean()
+    loss = model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], vocabulary=vocabulary)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert loss.item() < model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"]).item()
+
+
+@pytest.mark.e2e
+def test_an_article_like_folder_learns_the_toy_set(kgclue_root, tmp_path):
+    """The main command through a folder laid out like the article's RoFormer-Sim-FT at tiny's shape: a vocabulary
+    of KgCLUE's characters, far larger than the toy set's, that lacks common surnames of its subjects."""
+    chars = {c for name in ("train.json", "dev.json") for line in (kgclue_root / name).open(encoding="utf-8")
+             for c in json.loads(line)["question"] if not c.isspace()}
+    folder = roformer_sim_char_ft(tmp_path / "folder", hub_vocab({c.lower() for c in chars} - set("张王李赵刘陈")),
+                                  KGQA_TINY)
+    proc = run_cli("train", f"backbone.pretrained={folder}", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}")
+    added = int(re.search(r": (\d+) characters of the KB and the training questions added", proc.stdout + proc.stderr)[1])
+    assert added >= 1 and len(chars) > 10 * len(make_toy().triples[0].key.subject)
+    assert printed_metrics(proc)["test/em"] >= 0.9

@@ -63,6 +63,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "scheduler.warmup": number(0.0, 1.0),
     "loss.label_smoothing": number(0.0, 1.0, high_open=True),
     "loss.trie_loss": number(0.0, 1.0),
+    "loss.data_vocabulary": one_of(True, False),
     "loss.sequence_loss": number(0.0, float("inf")),
     "loss.candidates": POSITIVE,
     "trainer.max_epochs": integer(-1),
