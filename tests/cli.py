@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC_LINE = re.compile(r"^([a-z]+/[a-z0-9_]+): ([0-9.]+)$", re.M)
 
 
-def run_cli(script: str, *overrides: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+def run_cli(script: str, *overrides: str, check: bool = True, timeout: int = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`env`: variables set beside the test's own (e.g. a PATH, OMP_NUM_THREADS)."""
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"} | (env or {})
     cmd = [sys.executable, "-m", f"kgqa.cli.{script}", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -36,3 +36,12 @@ def pytest_collection_modifyitems(items):
         source = inspect.getsource(function) if function else ""
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or "run_cli(" in source or "subprocess" in source:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def slurm_partition():
+    """A real one-node Slurm with accounting (experiments/slurm/local_cluster.sh): its partition."""
+    from slurm_cluster import local_slurm
+
+    with local_slurm() as partition:
+        yield partition

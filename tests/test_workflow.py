@@ -122,12 +122,20 @@ def test_truncated_checkpoint_cannot_be_resumed_silently(tmp_path, trained_toy):
 
 
 def test_slurm_launcher_and_multi_node_settings(monkeypatch):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.num_nodes=2",
-                                          "hydra.launcher.partition=gpu", "logger=csv"], return_hydra_config=True)
-    launcher = cfg.hydra.launcher
+    def launcher_for(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "logger=csv",
+                                               *overrides], return_hydra_config=True)
+
+    # A 2-node x 8-GPU sweep (docs/cluster.md): what each job asks sbatch for follows the trainer.
+    launcher = launcher_for("trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2").hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 2, 2)
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node, launcher.cpus_per_task) == (2, 8, 8, 8)
+    assert launcher.additional_parameters.signal == f"USR1@{launcher.signal_delay_s}"  # Lightning's requeue signal
+    assert launcher.signal_delay_s < launcher.timeout_min * 60 and launcher.max_num_timeout == 0  # submitit's off
+    cfg = launcher_for("trainer=ddp_cpu", "trainer.num_nodes=2")
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node, launcher.cpus_per_task) == (2, 2, 0, 1)
     # What each SLURM task's Lightning sees: 2 nodes x 2 devices, ranks from SLURM, logging on rank 0 only.
     slurm = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
              "SLURM_NODEID": "1", "SLURM_JOB_NAME": "kgqa", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "node[1-2]"}

@@ -1,11 +1,11 @@
 """Thin Hydra entry points over conf/."""
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from kgqa.cli.cluster import allotted_threads, swept_on_command_line
 from kgqa.errors import KgqaError
 from kgqa.trusted import CONF
 
@@ -20,13 +20,9 @@ def sweep_group(default: str) -> str:
     return default
 
 
-SWEEP_SYNTAX = (",", "range(", "choice(", "interval(", "glob(")
-
-
 def swept_keys() -> set[str]:
     """Keys a multirun varies: comma lists or sweep functions on the command line, or sweeper params."""
-    from_cli = {a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:] if "=" in a and any(x in a.split("=", 1)[1] for x in SWEEP_SYNTAX)}
-    return from_cli | set(HydraConfig.get().sweeper.get("params") or {})
+    return swept_on_command_line() | set(HydraConfig.get().sweeper.get("params") or {})
 
 
 def override_name(default: str, exclude: str = "") -> str:
@@ -49,6 +45,12 @@ def resuming(resume: str | None, then: str, otherwise: str) -> str:
     return then if resume else otherwise
 
 
+def on_gpu(accelerator: str, then, otherwise):
+    """`then` for a trainer on GPUs, else `otherwise`: what a Slurm job asks for follows the trainer."""
+    return then if accelerator in ("gpu", "cuda") else otherwise
+
+
+OmegaConf.register_new_resolver("on_gpu", on_gpu, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("override_name", override_name, replace=True)
 OmegaConf.register_new_resolver("resuming", resuming, replace=True)
@@ -62,6 +64,7 @@ def reporting_errors(entry, cfg):
 
     from kgqa.cli.checks import check_config
 
+    allotted_threads()
     try:
         check_config(cfg)
         return entry(cfg)

@@ -61,16 +61,17 @@ def read_run_files(run_dir: Path) -> tuple[dict, dict]:
     return OmegaConf.to_container(saved), info
 
 
-def resumed_config(run_dir: Path, given: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path]:
+def resumed_config(run_dir: Path, given: DictConfig, overrides: list[str],
+                   checkpoint: Path | None = None) -> tuple[DictConfig, Path]:
     """The run's own resolved config, pointed at `run_dir` wherever the folder now is, at its last
-    checkpoint and its W&B run, with the `overrides` (as given on the command line, composed into
-    `given`) that RESUME_OVERRIDES allows; any other override is refused before any work."""
+    checkpoint (or `checkpoint`) and its W&B run, with the `overrides` (as given on the command line,
+    composed into `given`) that RESUME_OVERRIDES allows; any other override is refused before any work."""
     changes = {o: o.split("=", 1)[0].lstrip("+") for o in overrides if not o.startswith("resume=")}  # "~key" refused
     refused = [o for o, key in changes.items() if key not in RESUME_OVERRIDES]
     if refused:
         raise ConfigError(f"resume= continues a run as it was configured; refused: {' '.join(refused)} "
                           f"(allowed beside resume=: {', '.join(RESUME_OVERRIDES)})")
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = checkpoint or run_dir / "checkpoints" / "last.ckpt"
     if not (run_dir / RUN_CONFIG).is_file() or not last.is_file():
         raise CheckpointError(f"{run_dir} is not a kgqa run with a checkpoint to resume "
                               f"({RUN_CONFIG}, {last.relative_to(run_dir)})")

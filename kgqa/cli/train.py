@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, reporting_errors
 from kgqa.cli.checks import check_config
+from kgqa.cli.cluster import requeued_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
 from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
@@ -35,9 +36,12 @@ def weights_by_absolute_path(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     resume_from = None
+    requeued = None if cfg.resume else requeued_checkpoint(Path(cfg.output_dir))
     if cfg.resume:
         cfg, resume_from = resumed_config(Path(cfg.resume), cfg, list(HydraConfig.get().overrides.task))
         check_config(cfg)
+    elif requeued:  # Slurm's new attempt of this job: the same run continues, as resume= would
+        cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=requeued)
     else:
         weights_by_absolute_path(cfg)
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -55,6 +59,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
     project_targets()  # name): editing conf/ while a run trains leaves its final decodes alone
     trainer.fit(module, dm, ckpt_path=resume_from, weights_only=True)
+    if trainer.is_global_zero:  # a requeue's checkpoints are spent once the run has trained past them
+        for spent in run_dir.glob("hpc_ckpt_*.ckpt"):
+            spent.unlink()
     best = str(Path(best_ckpt.best_model_path).resolve()) if best_ckpt.best_model_path else None
     metrics: dict[str, float] = {}
     for tag, lookahead in variants:

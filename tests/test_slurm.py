@@ -1,0 +1,113 @@
+"""Sweeps as real Slurm jobs on the local one-node cluster (tests/slurm_cluster.py): the same runs as a local
+sweep, named from the sweep's overrides, and a requeued job that continues its run folder and W&B run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli import ROOT, run_cli
+from wandb_offline import read_offline_run
+
+TOY = ["trainer.max_epochs=2", "+data.source.n_entities=300"]
+ONE_CPU = {"OMP_NUM_THREADS": "1"}  # what a job of the preset gets: the same threads, the same float sums
+
+
+def slurm(partition: str) -> list[str]:
+    return ["hydra/launcher=slurm", "trainer=cpu", f"hydra.launcher.partition={partition}"]
+
+
+def runs(sweep: Path) -> dict[str, dict]:
+    return {(d := json.loads(p.read_text()))["name"]: d for p in sorted(sweep.glob("*/metrics.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("local") / "sweep"
+    run_cli("train", "-m", "target=spm,smp", *TOY, f"hydra.sweep.dir={sweep}", env=ONE_CPU)
+    return sweep
+
+
+@pytest.mark.slurm
+def test_sweep_through_slurm_equals_the_local_sweep_run_by_run(slurm_partition, local_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("train", "-m", *slurm(slurm_partition), "target=spm,smp", *TOY, f"hydra.sweep.dir={sweep}")
+    jobs, local = runs(sweep), runs(local_sweep)
+    assert sorted(jobs) == ["target=smp", "target=spm"]  # named from the sweep's overrides, not submitit's argv
+    for name, run in jobs.items():
+        assert run["metrics"] == local[name]["metrics"] and run["history"] == local[name]["history"]
+    for folder in sorted(sweep.glob("[0-9]")):
+        (wandb_dir,) = folder.glob("wandb/offline-run-*")
+        logged = read_offline_run(wandb_dir)
+        assert logged.job_type == json.loads((folder / "metrics.json").read_text())["name"]
+        assert logged.group.startswith("toy-sweep-")
+    assert (sweep / "summary.csv").is_file()
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert {"--signal=USR1@90", "--cpus-per-task=1", "--gpus-per-node=0", "--mem=4GB"} <= set(script.split())
+
+
+@pytest.mark.slurm
+def test_unknown_partition_is_one_line_before_any_job(slurm_partition, tmp_path):
+    proc = run_cli("train", "-m", *slurm("no_such_partition"), "seed=0,1", f"hydra.sweep.dir={tmp_path}/s",
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"kgqa: hydra.launcher.partition=no_such_partition: no such Slurm "
+                                                   f"partition (sinfo lists: {slurm_partition})")
+    assert not (tmp_path / "s" / ".submitit").exists()
+
+
+def test_no_sbatch_on_the_path_is_one_line(tmp_path):
+    proc = run_cli("train", "-m", *slurm("debug"), "seed=0,1", f"hydra.sweep.dir={tmp_path}/s", check=False,
+                   env={"PATH": str(Path(sys.executable).parent)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kgqa: hydra/launcher=slurm needs Slurm's sbatch on the PATH")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_job_continues_its_run_folder_and_wandb_run(slurm_partition, local_sweep, tmp_path):
+    """scontrol requeue after the first epoch: the new attempt (SLURM_RESTART_COUNT=1) resumes from last.ckpt
+    in the same folder, with the same W&B run id; every epoch once, metrics equal to the uninterrupted run."""
+    sweep = tmp_path / "sweep"
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(slurm_partition), "target=spm", *TOY,
+           f"hydra.sweep.dir={sweep}"]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        last = sweep / "0" / "checkpoints" / "last.ckpt"
+        for _ in range(600):
+            if last.is_file() or proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert last.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
+        first_id = json.loads((sweep / "0" / "run.json").read_text())["wandb_id"]
+        (job,) = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    restarts = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job.split("_")[0], "-o", "State"],
+                              capture_output=True, text=True).stdout.split()
+    assert "REQUEUED" in restarts and restarts[-1] == "COMPLETED"
+    (run,), reference = runs(sweep).values(), runs(local_sweep)["target=spm"]
+    assert [h["epoch"] for h in run["history"]] == [0, 1]
+    assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
+    assert json.loads((sweep / "0" / "run.json").read_text())["wandb_id"] == first_id
+    assert {p.name.rsplit("-", 1)[1] for p in (sweep / "0" / "wandb").glob("offline-run-*")} == {first_id}
+    assert not list((sweep / "0").glob("hpc_ckpt_*.ckpt"))
+
+
+@pytest.mark.parametrize("env, cores, threads", [({"SLURM_CPUS_PER_TASK": "1"}, None, 1), ({}, {0}, 1),
+                                                 ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "1"}, {0}, 2),
+                                                 ({}, None, len(os.sched_getaffinity(0)))])
+def test_threads_follow_the_allocation(env, cores, threads):
+    """Slurm's CPUs per task in a job, the affinity mask outside one; an OMP_NUM_THREADS the user set wins."""
+    code = "import os, torch; from kgqa.cli.cluster import allotted_threads; " \
+           "print(allotted_threads(), torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
+    proc = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True, check=True,
+                          cwd=ROOT, preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+    assert proc.stdout.split() == [str(threads)] * 3
