@@ -33,9 +33,11 @@ install_missing() {
   [[ $(id -u) == 0 ]] || { echo "local_cluster: missing ${need[*]}: install them or run as root" >&2; exit 1; }
   echo "local_cluster: installing ${need[*]}" >&2
   local policy=/usr/sbin/policy-rc.d ours=0
-  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && ours=1; fi  # no service starts
+  if [[ ! -e $policy ]]; then  # the packages' services stay stopped: this script starts its own daemons
+    printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && ours=1
+  fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  ((ours)) && rm -f $policy
+  if ((ours)); then rm -f $policy; fi
 }
 
 write_configs() {
@@ -96,7 +98,9 @@ CONF
 
 start_munge() {
   running munged && return 0
-  [[ -f $STATE/munge.key ]] || { dd if=/dev/urandom of="$STATE/munge.key" bs=1024 count=1 2>/dev/null; chmod 400 "$STATE/munge.key"; }
+  if [[ ! -f $STATE/munge.key ]]; then
+    dd if=/dev/urandom of="$STATE/munge.key" bs=1024 count=1 2>/dev/null && chmod 400 "$STATE/munge.key"
+  fi
   munged --force --socket="$STATE/munge.socket" --key-file="$STATE/munge.key" --pid-file="$STATE/munged.pid" \
     --log-file="$STATE/munged.log" --seed-file="$STATE/munge.seed"
   wait_for munged 10 test -S "$STATE/munge.socket"
