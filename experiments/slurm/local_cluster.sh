@@ -112,7 +112,7 @@ start_mariadb() {
     mariadb-install-db --user=root --datadir="$STATE/mysql" --auth-root-authentication-method=socket >/dev/null
   fi
   mariadbd --user=root --datadir="$STATE/mysql" --socket="$STATE/mysql.sock" --port=$((PORT + 3)) \
-    --bind-address=127.0.0.1 --pid-file="$STATE/mariadbd.pid" --log-error="$STATE/mariadbd.log" &
+    --bind-address=127.0.0.1 --pid-file="$STATE/mariadbd.pid" --log-error="$STATE/mariadbd.log" </dev/null &>/dev/null &
   wait_for mariadbd 30 mariadb --socket="$STATE/mysql.sock" -e "SELECT 1"
   mariadb --socket="$STATE/mysql.sock" -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'kgqa';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
