@@ -76,9 +76,11 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
     kept = [k for k in ("data", "kb", "target", "backbone", "optim", "scheduler", "loss", "model", "seed", "factors")
             if k in run and not (k == "kb" and cfg.get("kb"))]
-    merged = OmegaConf.merge({k: run[k] for k in kept}, cfg)  # a kb given here replaces the run's whole
-    if cfg.get("data_root"):
-        merged.data.root = merged.data.source.root = cfg.data_root
+    given = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "data"])  # data: the run's, at data.root if it moved
+    merged = OmegaConf.merge({k: run[k] for k in kept}, given)  # a kb given here replaces the run's whole
+    root = OmegaConf.select(cfg, "data.root")
+    if root:
+        merged.data.root = merged.data.source.root = root
     if "logger" in merged and "group" in run.get("logger", {}) and "group" in merged.logger:
         merged.logger.group = run.logger.group  # decode-time runs land beside the run that trained the model
     if "model" not in merged:  # saved before the module had a config node of its own

@@ -48,6 +48,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def swap_in_folder(target: Path, write: Callable[[Path], None]) -> None:
     """write(folder) into a new folder beside `target`, then swap it in: a reader never sees half of one,
     and a failed write leaves `target` as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         write(fresh)

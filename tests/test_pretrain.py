@@ -15,6 +15,7 @@ from cli import ROOT, compose_train, printed_metrics, run_cli
 from kgqa.build import build_datamodule, build_module
 from kgqa.cli import CONFIG_DIR
 from kgqa.cli.checks import check_config
+from kgqa.cli.paths import check_paths
 from kgqa.cli.pretrain import check_settings
 from kgqa.data.sources import ToySource
 from kgqa.kb.sources import SynthKB
@@ -151,9 +152,9 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="out=.*taken exists and is not an empty folder.*overwrite=true"):
-        check_settings(compose_pretrain(f"out={tmp_path / 'taken'}"))
-    check_settings(compose_pretrain(f"out={tmp_path / 'taken'}", "overwrite=true"))
-    check_settings(compose_pretrain(f"out={tmp_path / 'new'}"))
+        check_paths(compose_pretrain(f"out={tmp_path / 'taken'}"))
+    check_paths(compose_pretrain(f"out={tmp_path / 'taken'}", "overwrite=true"))
+    check_paths(compose_pretrain(f"out={tmp_path / 'new' / 'missing parent'}"))
     with pytest.raises(ConfigError, match="backbone.pretrained=.*from random weights"):
         check_settings(compose_pretrain(f"out={tmp_path / 'new'}", f"backbone.pretrained={tmp_path}"))
     with pytest.raises(ConfigError, match="max_len=600 exceeds backbone.max_position_embeddings=512"):

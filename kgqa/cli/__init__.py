@@ -56,17 +56,36 @@ OmegaConf.register_new_resolver("override_name", override_name, replace=True)
 OmegaConf.register_new_resolver("resuming", resuming, replace=True)
 
 
+def command_line_checked(config_name: str, hydra_main):
+    """The console script: `hydra_main` (a hydra.main over conf/<config_name>.yaml) once the command
+    line's keys and choices are known ones (kgqa.cli.checks.check_command_line), else one line; a
+    non-ASCII value (a path, a question) need not be quoted."""
+    def main():
+        from kgqa.cli.checks import check_command_line, quoting_non_ascii
+
+        sys.argv[1:] = quoting_non_ascii(sys.argv[1:])
+        try:
+            check_command_line(config_name, sys.argv[1:])
+        except KgqaError as e:
+            raise SystemExit(f"kgqa: {e}") from None
+        return hydra_main()
+    return main
+
+
 def reporting_errors(entry, cfg):
     """Check the config, then run; a user error (bad input, a foreign or untrusted file, a setting that
     cannot work) ends with its message in one line and exit status 1, not a stack trace."""
     from hydra.errors import InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from kgqa.cli.checks import check_config
+    from kgqa.cli.checks import check_config, renamed_keys
+    from kgqa.cli.paths import check_paths
 
     allotted_threads()
     try:
+        renamed_keys(cfg)
         check_config(cfg)
+        check_paths(cfg)
         return entry(cfg)
     except (KgqaError, FileNotFoundError, OmegaConfBaseException) as e:
         raise SystemExit(f"kgqa: {e}") from None

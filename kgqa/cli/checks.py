@@ -2,9 +2,15 @@
 is a ConfigError naming the key, what it holds and what it may hold."""
 from __future__ import annotations
 
+import difflib
+import inspect
+import sys
 from numbers import Real
 from typing import Any, Callable
 
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from kgqa.data.triples import TARGET_ORDERS
@@ -78,8 +84,131 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+RENAMED_KEYS = {"data_root": "data.root"}  # old name -> the one name all entry points share
+
+
+def renamed_keys(cfg: DictConfig) -> None:
+    """A value given under an old key's name moves to its new one, with one line saying so."""
+    for old, new in RENAMED_KEYS.items():
+        value = OmegaConf.select(cfg, old, default=None)
+        if value is not None and old in cfg:
+            print(f"kgqa: {old}= is deprecated, use {new}= (taken as {new}={value})", file=sys.stderr)
+            OmegaConf.update(cfg, new, value, merge=False)
+            cfg[old] = None
+
+
+def nearest(key: str, keys: list[str]) -> str:
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5) or sorted(k for k in keys if "." not in k)
+    return ", ".join(close)
+
+
+def config_keys(node) -> list[str]:
+    return [where for where, _, _ in walk(OmegaConf.to_container(node, resolve=False)) if "[" not in where]
+
+
+def quoting_non_ascii(argv: list[str]) -> list[str]:
+    """argv with each key=value that Hydra's grammar cannot read only for its non-ASCII characters (a path
+    such as out=/data/知识 kb; Hydra reads them inside quotes only) given as key='value'."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def readable(arg: str) -> bool:
+        try:
+            parser.parse_overrides([arg])
+            return True
+        except Exception:
+            return False
+
+    def quoted(arg: str) -> str:
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith("-") or value.isascii() or readable(arg):
+            return arg
+        fixed = key + "='" + value.replace("'", "\\'") + "'"
+        return fixed if readable(fixed) else arg
+    return [quoted(arg) for arg in argv]
+
+
+def check_command_line(config_name: str, argv: list[str]) -> None:
+    """The keys and group choices the command line sets, checked against the config they set before Hydra
+    composes it: an unknown key or choice is a ConfigError naming the nearest valid ones (Hydra's own
+    message spans lines: "Could not override ... Key 'x' is not in struct"). Anything this check cannot
+    read (Hydra's flags, a syntax error) is left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if any((args.help, args.hydra_help, args.cfg, args.info, args.shell_completion, args.config_name,
+            args.config_path, args.config_dir)):
+        return
+    try:
+        overrides = [o for o in OverridesParser.create().parse_overrides(args.overrides)
+                     if not o.is_hydra_override() and o.package is None]
+    except Exception:  # Hydra names the syntax error
+        return
+    entry = f"kgqa-{config_name}"
+    groups = [o for o in overrides if (CONF / o.key_or_group).is_dir()]
+    group_lines = []
+    for o in groups:
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        known = group_choices(o.key_or_group)
+        unknown = [v for v in values if v not in known and v != "null"] if not o.is_delete() else []
+        if unknown:
+            raise ConfigError(f"{o.key_or_group}={unknown[0]} is not a choice of {o.key_or_group}: nearest "
+                              f"{nearest(unknown[0], known)} (all: {', '.join(known)})")
+        prefix = "~" if o.is_delete() else "++" if o.is_force_add() else "+" if o.is_add() else ""
+        group_lines.append(f"{prefix}{o.key_or_group}" + ("" if o.is_delete() else f"={values[0]}"))
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides=group_lines, return_hydra_config=True)
+        except Exception:  # a group this config has not (named below), or what Hydra names itself
+            cfg = None
+        chosen = set((cfg or compose(config_name, return_hydra_config=True)).hydra.runtime.choices)
+    for o in groups:
+        if not (o.is_add() or o.is_force_add()) and o.key_or_group not in chosen:
+            raise ConfigError(f"{o.key_or_group}=...: {entry} has no {o.key_or_group} group "
+                              f"(its groups: {', '.join(sorted(g for g in chosen if not g.startswith('hydra')))})")
+    if cfg is None:
+        return
+    del cfg.hydra
+    keys = config_keys(cfg)
+    added = [o.key_or_group for o in overrides if o.is_add() or o.is_force_add()]
+    for o in overrides:
+        key = o.key_or_group
+        if o in groups or o.is_delete() or o.is_force_add():
+            continue
+        if o.is_add():
+            if key in keys:
+                raise ConfigError(f"+{key}=...: {key} is already a setting of {entry}; write {key}=VALUE")
+        elif key not in keys and not any(key.startswith(a + ".") for a in added):
+            raise ConfigError(f"{key} is not a setting of {entry}: nearest {nearest(key, keys)}")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """trainer.* keys the Trainer takes, and an accelerator this machine has: before any set-up, not as
+    Hydra's "Error in call to target" once the data and model are built."""
+    node = cfg.get("trainer")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        parameters = inspect.signature(get_class(node._target_).__init__).parameters
+    except Exception:  # not a class this check can read: instantiate names the problem
+        return
+    unknown = [k for k in node if not str(k).startswith("_") and k not in parameters]
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not a setting of {node._target_}: nearest "
+                          f"{nearest(unknown[0], [p for p in parameters if p != 'self'])}")
+    accelerator, devices = node.get("accelerator"), node.get("devices")
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} (trainer=gpu or ddp): this machine has no CUDA GPU "
+                              "(torch.cuda.is_available() is False); use trainer=cpu or trainer=ddp_cpu")
+        if isinstance(devices, int) and devices > torch.cuda.device_count():
+            raise ConfigError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Every checked key the config has, its required values, and the names it lists."""
+    """Every checked key the config has, its required values, the names it lists, the trainer's settings."""
     missing = sorted(where for where, _, value in walk(OmegaConf.to_container(cfg, resolve=False)) if value == "???")
     if missing:
         raise ConfigError("missing required value(s): " + "; ".join(EXAMPLES.get(k, f"{k}=...") for k in missing))
@@ -97,3 +226,4 @@ def check_config(cfg: DictConfig) -> None:
         if unknown or isinstance(rules, str):
             raise ConfigError(f"ablation_lookaheads={OmegaConf.to_container(rules) if OmegaConf.is_config(rules) else rules!r}: "
                               f"expected a list of lookahead choices ({', '.join(known)})")
+    check_trainer(cfg)

@@ -4,7 +4,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.report import write_run_metrics
 from kgqa.build import build_trainer, finish_loggers, restore
 from kgqa.checkpoints import resolve_checkpoint
@@ -28,9 +28,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     return reporting_errors(evaluate, cfg)[f"{cfg.split}/emf1"]
 
+
+main = command_line_checked("eval", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -7,11 +7,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.data.tokenizer import CharTokenizer
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
-from kgqa.files import refuse_overwrite
 from kgqa.kb.folder import KNOWLEDGE, KbFolder
 
 NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)",
@@ -30,16 +29,9 @@ def kb_input(cfg: DictConfig) -> Path | None:
     return Path(path) if path else None
 
 
-def data_inputs(cfg: DictConfig) -> list[Path]:
-    source = cfg.data.source
-    return [Path(source.root) / f for f in source.files.values()] if "files" in source else []
-
-
 def build_kb(cfg: DictConfig) -> dict:
     if cfg.target not in TARGET_ORDERS:
         raise ConfigError(f"target={cfg.target}: not a target order; choose one of {sorted(TARGET_ORDERS)}")
-    if cfg.out:
-        refuse_overwrite(cfg.out, kb_input(cfg), *data_inputs(cfg), what="out")
     source = instantiate(cfg.data.source)
     start = time.perf_counter()
     kb = instantiate(cfg.kb).build(source)
@@ -78,9 +70,11 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="kb")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     reporting_errors(run, cfg)
 
+
+main = command_line_checked("kb", hydra_main)
 
 if __name__ == "__main__":
     main()

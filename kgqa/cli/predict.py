@@ -6,19 +6,17 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.data.kgclue import read_qa
 from kgqa.decoding.answerer import answerer_from_config
 from kgqa.errors import ConfigError
-from kgqa.files import atomic_output, refuse_overwrite
+from kgqa.files import atomic_output
 from kgqa.build import restore
 
 
 def predict(cfg: DictConfig) -> None:
     if (cfg.question is None) == (cfg.input is None):
         raise ConfigError("give exactly one of question=\"...\" or input=<KgCLUE json lines file>")
-    if cfg.input is not None:
-        refuse_overwrite(cfg.output, cfg.input, what="output")
     cfg, dm, module = restore(cfg.ckpt, cfg)
     dm.setup()
     answerer = answerer_from_config(dm.keyspace, dm.tokenizer, cfg.decode, cfg.get("lookahead"), dm.max_question_len,
@@ -48,9 +46,11 @@ def predict(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     reporting_errors(predict, cfg)
 
+
+main = command_line_checked("predict", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -12,20 +12,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from kgqa.build import build_trainer, finish_loggers
-from kgqa.cli import CONFIG_DIR, reporting_errors
-from kgqa.cli.kb import data_inputs, kb_input
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.errors import ConfigError
-from kgqa.files import refuse_overwrite, swap_in_folder
+from kgqa.files import swap_in_folder
 from kgqa.pretrain import PretrainingTexts, characters, pretrain_into
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """What conf/pretrain.yaml's rules (kgqa.cli.checks) cannot see: the out= folder and the backbone."""
-    out = Path(cfg.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
-        raise ConfigError(f"out={out} exists and is not an empty folder: choose another out, "
-                          "or overwrite=true to replace it")
-    refuse_overwrite(out, kb_input(cfg), *data_inputs(cfg), what="out")
+    """What conf/pretrain.yaml's rules (kgqa.cli.checks) cannot see: the backbone (the out= folder: kgqa.cli.paths)."""
     if cfg.backbone.pretrained:
         raise ConfigError(f"backbone.pretrained={cfg.backbone.pretrained}: kgqa-pretrain trains a backbone from "
                           "random weights; choose backbone=bert or backbone=roformer with a size=")
@@ -66,9 +60,11 @@ def pretrain(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     reporting_errors(pretrain, cfg)
 
+
+main = command_line_checked("pretrain", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli import CONFIG_DIR, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.cli.checks import check_config
 from kgqa.cli.cluster import requeued_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, resumed_config, save_run_files
@@ -78,9 +78,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     return reporting_errors(train, cfg)["val/emf1"]
 
+
+main = command_line_checked("train", hydra_main)
 
 if __name__ == "__main__":
     main()
