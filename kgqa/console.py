@@ -17,8 +17,10 @@ def print_config(cfg: DictConfig) -> None:
     tree = rich.tree.Tree("config", style="dim")
     for key, value in cfg.items():
         body = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        tree.add(str(key)).add(rich.syntax.Syntax(body, "yaml"))
+        tree.add(str(key)).add(rich.syntax.Syntax(body, "yaml", word_wrap=True))
     rich.print(tree)
+    if "output_dir" in cfg:  # in full on a line of its own: rich fits the tree to 80 columns off a terminal
+        print(f"run folder: {cfg.output_dir}")
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:

@@ -16,6 +16,14 @@ from typing import IO, Callable, Iterator
 from kgqa.errors import ConfigError
 
 
+def shared_mode(mode: int) -> int:
+    """`mode` less the umask, as open() and mkdir() give it: mkstemp and mkdtemp make 0600 files and 0700
+    folders, which a group sharing a cluster project could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path`; on a clean exit it is flushed to disk and renamed to
@@ -24,6 +32,7 @@ def atomic_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(fd, shared_mode(0o666))
         with open(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
             f.flush()
@@ -51,6 +60,7 @@ def swap_in_folder(target: Path, write: Callable[[Path], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        fresh.chmod(shared_mode(0o777))
         write(fresh)
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)

@@ -93,6 +93,17 @@ def resumed_config(run_dir: Path, given: DictConfig, overrides: list[str],
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), last
 
 
+def finished_epochs(run_dir: Path, cfg: DictConfig) -> int | None:
+    """The epochs a run trained when its metrics.json (written once it finished) shows it reached
+    trainer.max_epochs: a resume of it only tests again. None when it has epochs left to train."""
+    try:
+        history = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("history") or []
+        epochs = max(int(h["epoch"]) for h in history) + 1
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return epochs if 0 < cfg.trainer.max_epochs <= epochs else None
+
+
 class CheckpointsFollowTheFolder(Callback):
     """A checkpoint's callback states name the folder it was saved in; pointed at where the run
     folder is now (else Lightning keeps the old best path and forgets the best score)."""

@@ -1,4 +1,5 @@
 """kgqa-train: fit on train, select on val (EMF1), report val and test with the best checkpoint."""
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.cli.checks import check_config
 from kgqa.cli.cluster import requeued_checkpoint
-from kgqa.cli.resume import CheckpointsFollowTheFolder, resumed_config, save_run_files
+from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
 from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
 from kgqa.console import print_config, print_metrics, quiet_console
@@ -40,6 +41,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.resume:
         cfg, resume_from = resumed_config(Path(cfg.resume), cfg, list(HydraConfig.get().overrides.task))
         check_config(cfg)
+        epochs = finished_epochs(Path(cfg.output_dir), cfg)
+        if epochs:
+            print(f"kgqa: resume={cfg.output_dir}: the run finished its {epochs} epochs (trainer.max_epochs="
+                  f"{cfg.trainer.max_epochs}); its best checkpoint is tested again, nothing trained "
+                  f"(give trainer.max_epochs={epochs + 10} to train on)", file=sys.stderr)
     elif requeued:  # Slurm's new attempt of this job: the same run continues, as resume= would
         cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=requeued)
     else:
