@@ -165,7 +165,7 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
             cfg = None
         chosen = set((cfg or compose(config_name, return_hydra_config=True)).hydra.runtime.choices)
     for o in groups:
-        if not (o.is_add() or o.is_force_add()) and o.key_or_group not in chosen:
+        if not (o.is_add() or o.is_force_add() or o.is_delete()) and o.key_or_group not in chosen:
             raise ConfigError(f"{o.key_or_group}=...: {entry} has no {o.key_or_group} group "
                               f"(its groups: {', '.join(sorted(g for g in chosen if not g.startswith('hydra')))})")
     if cfg is None:
