@@ -93,3 +93,12 @@ def test_resume_refuses_in_one_line(one_epoch, tmp_path, damage, overrides, name
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("kgqa: ") and named in message
     assert {p: p.read_bytes() for p in before} == before  # nothing of the run was touched
+
+
+def test_resume_of_a_finished_run_says_it_was_finished(one_epoch, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_epoch, run_dir)
+    proc = run_cli("train", f"resume={run_dir}", "logger=csv")
+    assert (f"kgqa: resume={run_dir.resolve()}: the run finished its 1 epochs (trainer.max_epochs=1); its best "
+            "checkpoint is tested again, nothing trained (give trainer.max_epochs=11 to train on)") in proc.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
