@@ -112,6 +112,17 @@ def test_kgclue_smoke_train_test_predict(kgclue_root, tmp_path):
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [e.id for e in read_qa(questions, labelled=False)]
     assert all(len(r["answer"].split(" ||| ")) == 3 for r in rows)
+    moved = tmp_path / "数据 moved"  # the data moved since: data.root in every entry point (data_root still works)
+    moved.mkdir()
+    for name in ("train.json", "test_public.json"):
+        (moved / name).symlink_to(kgclue_root / name)
+    (moved / "dev.json").write_text("".join((kgclue_root / "dev.json").read_text(encoding="utf-8").splitlines(True)[:5]),
+                                    encoding="utf-8")
+    for key in ("data.root", "data_root"):
+        proc = run_cli("evaluate", f"ckpt={run_dir}", "split=val", f"{key}={moved}", "logger=csv",
+                       f"hydra.run.dir={tmp_path / key}")
+        assert len((tmp_path / key / "questions_val.jsonl").read_text().splitlines()) == 5  # the moved dev.json's
+    assert f"kgqa: data_root= is deprecated, use data.root= (taken as data.root={moved})" in proc.stderr
 
 
 def test_bad_qa_line_names_file_and_line_or_is_counted(kgclue_root, tmp_path):
