@@ -18,8 +18,9 @@ from kgqa.errors import ConfigError
 
 def shared_mode(mode: int) -> int:
     """`mode` less the umask, as open() and mkdir() give it: mkstemp and mkdtemp make 0600 files and 0700
-    folders, which a group sharing a cluster project could not read."""
-    umask = os.umask(0)
+    folders, which a group sharing a cluster project could not read. (Read by setting it: meanwhile the
+    strictest, so a file another thread makes then is never more open than it would be.)"""
+    umask = os.umask(0o077)
     os.umask(umask)
     return mode & ~umask
 

@@ -133,6 +133,21 @@ def test_predict_into_an_existing_folder_is_one_line_before_the_model_loads(tmp_
     assert snapshot(tmp_path) == before
 
 
+def test_an_evaluation_never_writes_over_a_run_folder_unless_overwrite(tmp_path):
+    """kgqa-eval hydra.run.dir=<the training run's folder> would replace its metrics.json."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").write_bytes(b"not read")
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    before = snapshot(tmp_path / "run")
+    proc = run_cli("evaluate", f"ckpt={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"kgqa: hydra.run.dir={tmp_path / 'run'} holds a run already "
+                                                    "(metrics.json, checkpoints): choose another folder, or "
+                                                    "overwrite=true to write over it")
+    launch = (".hydra", "evaluate.log")  # what Hydra writes as it starts, before kgqa runs: the launch record
+    assert {k: v for k, v in snapshot(tmp_path / "run").items() if not k.startswith(launch)} == before
+
+
 def test_kb_out_over_a_kb_folder_with_changes_is_refused_unless_overwrite(tmp_path):
     """Data loss the issue found: kgqa-kb out=<an existing KB folder> rebuilt it, rc 0, dropping its
     recorded changes. The path has a space and non-ASCII characters, unquoted on the command line."""

@@ -14,6 +14,7 @@ from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
 
 FILE, FOLDER, CHECKPOINT = "file", "folder", "checkpoint"
+RUN_RESULTS = ("metrics.json", "checkpoints")  # what a run folder holds once a run wrote it
 
 
 def reads(cfg: DictConfig) -> Iterator[tuple[str, Path, str]]:
@@ -80,6 +81,18 @@ def check_output(key: str, path: Path, kind: str, overwrite: bool) -> None:
         raise ConfigError(f"{key}={path}: cannot write in {parent} ({e.strerror})") from None
 
 
+def check_run_folder(cfg: DictConfig) -> None:
+    """The run folder (hydra.run.dir, made by Hydra already) holds no earlier run's results, which this run
+    would write over (kgqa-eval in a training run's folder: its metrics.json), unless overwrite=true."""
+    folder = OmegaConf.select(cfg, "output_dir", default=None, throw_on_resolution_failure=False)
+    if not folder or cfg.get("resume") or cfg.get("overwrite", False):
+        return
+    held = [name for name in RUN_RESULTS if (Path(folder) / name).exists()]
+    if held:
+        raise ConfigError(f"hydra.run.dir={folder} holds a run already ({', '.join(held)}): choose another folder, "
+                          "or overwrite=true to write over it")
+
+
 def check_paths(cfg: DictConfig) -> None:
     """No output is one of the inputs; every input exists, as the kind it must be; every output can be
     written. A missing parent folder of an output is fine: it is made when the output is written (kgqa.files)."""
@@ -91,4 +104,5 @@ def check_paths(cfg: DictConfig) -> None:
     overwrite = bool(cfg.get("overwrite", False))
     for key, path, kind in outputs:
         check_output(key, path, kind, overwrite)
+    check_run_folder(cfg)
 
