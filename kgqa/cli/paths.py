@@ -10,6 +10,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from kgqa.cli.cluster import requeued_checkpoint
 from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
 
@@ -83,9 +84,10 @@ def check_output(key: str, path: Path, kind: str, overwrite: bool) -> None:
 
 def check_run_folder(cfg: DictConfig) -> None:
     """The run folder (hydra.run.dir, made by Hydra already) holds no earlier run's results, which this run
-    would write over (kgqa-eval in a training run's folder: its metrics.json), unless overwrite=true."""
+    would write over (kgqa-eval in a training run's folder: its metrics.json), unless overwrite=true. A resume,
+    and Slurm's requeued attempt of a run, continue the run in its own folder."""
     folder = OmegaConf.select(cfg, "output_dir", default=None, throw_on_resolution_failure=False)
-    if not folder or cfg.get("resume") or cfg.get("overwrite", False):
+    if not folder or cfg.get("resume") or cfg.get("overwrite", False) or requeued_checkpoint(Path(folder)):
         return
     held = [name for name in RUN_RESULTS if (Path(folder) / name).exists()]
     if held:
