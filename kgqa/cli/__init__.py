@@ -1,4 +1,5 @@
 """Thin Hydra entry points over conf/."""
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
