@@ -128,10 +128,12 @@ class KgqaDataModule(L.LightningDataModule):
             self.tokenizer = saved if saved is not None else build_tokenizer(self.pretrained, self.splits["train"], self.kb)
         self.keyspace = self.kb_source.keyspace(self.kb, self.tokenizer, self.target)
 
+    @cached_property
     def loss_vocabulary(self) -> torch.Tensor | None:
         """The sorted ids the training loss's softmax runs over: the special tokens and every character of the KB's
         keys and the training questions (what a from-config vocabulary is built from, so there it is every id:
-        None). Of a pretrained vocabulary's thousands of characters the others never occur in a target."""
+        None). Of a pretrained vocabulary's thousands of characters the others never occur in a target. Found
+        once: the module's setup asks for it at every fit, validate and test call."""
         chars = set(self.kb.characters()) | {c for e in self.splits["train"] for c in e.question}
         t = self.tokenizer
         ids = sorted({t.pad_id, t.unk_id, t.cls_id, t.sep_id} | {i for c in chars for i in t.encode(c)})

@@ -70,7 +70,7 @@ class KgqaModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """The Answerer for the datamodule Lightning was given, with the current rules."""
         self.use_decoding(self.trainer.datamodule, self.eval_tag, self.lookahead_cfg)
-        vocabulary = self.trainer.datamodule.loss_vocabulary() if self.hparams.loss.get("data_vocabulary") else None
+        vocabulary = self.trainer.datamodule.loss_vocabulary if self.hparams.loss.get("data_vocabulary") else None
         self.loss_vocabulary = None if vocabulary is None else vocabulary.to(self.device)
 
     def use_decoding(self, dm, tag: str, lookahead: Any) -> None:

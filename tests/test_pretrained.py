@@ -356,14 +356,14 @@ def test_the_loss_runs_over_the_characters_of_the_data(replica):
     cfg = compose_train(f"backbone={name}", f"backbone.pretrained={folder}", "logger=csv")
     dm = build_datamodule(cfg)
     dm.setup()
-    vocabulary = dm.loss_vocabulary()
+    vocabulary = dm.loss_vocabulary
     t = dm.tokenizer
     chars = set(dm.kb.characters()) | {c for e in dm.splits["train"] for c in e.question}
     assert vocabulary.tolist() == sorted({t.pad_id, t.unk_id, t.cls_id, t.sep_id} | {t.encode(c)[0] for c in chars})
     assert len(vocabulary) < t.vocab_size
     config_dm = build_datamodule(compose_train())
     config_dm.setup()
-    assert config_dm.loss_vocabulary() is None
+    assert config_dm.loss_vocabulary is None
     model = build_module(cfg, t.vocab_size).model.eval()
     batch = dm.collate(dm.splits["train"][:4])
     logits, targets, _ = model.target_scores(batch["input_ids"], batch["segment_ids"], batch["valid"])
