@@ -40,7 +40,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Training batches of similar length (little padding), shuffled from (seed, epoch), sharded over ranks.
 
     The order depends only on the seed and the epoch, so a run resumed at an epoch
-    boundary sees the same batches as one that never stopped. Every rank gets the same
+    boundary sees the same batches as one that never stopped, and one resumed mid-epoch
+    (start_at) the rest of the same epoch's batches. Every rank gets the same
     number of batches (DDP needs that): the last batches are repeated to fill up.
     """
 
@@ -48,10 +49,11 @@ class BucketBatchSampler(Sampler[list[int]]):
                  batches_per_bucket: int = 50):
         self.lengths, self.batch_size, self.seed = np.asarray(lengths), batch_size, seed
         self.rank, self.world_size, self.bucket = rank, world_size, batch_size * batches_per_bucket
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def start_at(self, epoch: int, batches: int = 0) -> None:
+        """The next iteration draws epoch `epoch`, without its first `batches` batches (trained before a requeue)."""
+        self.epoch, self.skip = epoch, batches
 
     def __len__(self) -> int:
         return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
@@ -66,7 +68,30 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         batches = [batches[i] for i in rng.permutation(len(batches))]
         batches += batches[: len(self) * self.world_size - len(batches)]
-        return iter(batches[self.rank :: self.world_size])
+        return iter(batches[self.rank :: self.world_size][self.skip :])
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader: each iteration draws the training loop's epoch from the batches of it the loop
+    has not finished, read when its first batch is fetched (Lightning sets the epoch of a loader's sampler, never
+    of its batch sampler, and may make the iterator before it restores a checkpoint's loop). A run resumed
+    between two batches, mid-epoch, so trains on exactly the batches it had left."""
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position  # (epoch, batches of it finished)
+
+    def __iter__(self):
+        self.batch_sampler.start_at(*self.position())  # a generator: this runs at the first fetch
+        yield from super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """What Lightning saves in a checkpoint (and, having it, does not warn that the loader cannot resume)."""
+        epoch, batches = self.position()
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Nothing to set: the loop's progress, which the checkpoint restores, is where the next iteration starts."""
 
 
 class LengthOrderedShard(Sampler[int]):
@@ -249,8 +274,13 @@ class KgqaDataModule(L.LightningDataModule):
         train = self.train_examples
         lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in train]
         sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world, self.batches_per_bucket)
-        return DataLoader(train, batch_sampler=sampler, collate_fn=partial(self.collate, trie_targets=self.trie_targets, candidates=self.candidates), num_workers=self.num_workers,
-                          generator=self._private_generator())
+        collate = partial(self.collate, trie_targets=self.trie_targets, candidates=self.candidates)
+        return ResumableLoader(train, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                               generator=self._private_generator(), position=self._training_position)
+
+    def _training_position(self) -> tuple[int, int]:
+        """The training loop's epoch and the batches of it finished (checkpoints are saved between batches)."""
+        return self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def _eval_loader(self, split: str) -> DataLoader:
         rank, world = self._ranks()

@@ -66,6 +66,7 @@ class KgqaModule(L.LightningModule):
         self.lookahead_cfg = lookahead  # the rule decoding uses; use_decoding swaps it after training
         self.eval_tag = ""  # names a decode variant in metric names: "test/<tag>/em"
         self.val_history: list[dict[str, float]] = []  # per-epoch val metrics, for reports
+        self.resumed_rng: dict[str, torch.Tensor] | None = None  # a mid-epoch checkpoint's RNG, until its next batch
 
     def setup(self, stage: str) -> None:
         """The Answerer for the datamodule Lightning was given, with the current rules."""
@@ -83,7 +84,24 @@ class KgqaModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Dropout draws depend only on (seed, epoch, rank): a run resumed at an epoch boundary
         continues exactly as one that never stopped."""
+        self.resumed_rng = None
         seed_everything(self.hparams.seed + self.current_epoch * self.trainer.world_size + self.global_rank, verbose=False)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """A run resumed mid-epoch (Lightning calls no epoch start then) draws on from where its rank's RNG was."""
+        if self.resumed_rng is not None:
+            torch.set_rng_state(self.resumed_rng["cpu"][self.global_rank])
+            if "cuda" in self.resumed_rng:
+                torch.cuda.set_rng_state(self.resumed_rng["cuda"][self.global_rank], self.device)
+            self.resumed_rng = None
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's torch RNG state [world, bytes] (a collective call: checkpoints are dumped on every rank)."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        gathered = {k: self.all_gather(v.to(self.device)).cpu() for k, v in states.items()}
+        return {k: v if self.trainer.world_size > 1 else v[None] for k, v in gathered.items()}
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:
@@ -91,13 +109,17 @@ class KgqaModule(L.LightningModule):
                 logger.experiment.define_metric("val/emf1", summary="max")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The val history travels with the weights: a resumed run reports every epoch once."""
+        """The val history travels with the weights: a resumed run reports every epoch once; while training,
+        so does each rank's RNG (a run resumed mid-epoch draws the same dropout masks)."""
         checkpoint["val_history"] = self.val_history
+        if self.trainer.training:
+            checkpoint["rng"] = self.rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming a fit continues the saved history; evaluating the best checkpoint keeps the whole one."""
         if self.trainer.state.fn == "fit":
             self.val_history = list(checkpoint.get("val_history", []))
+            self.resumed_rng = checkpoint.get("rng")
 
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
