@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -48,8 +49,11 @@ def build_logger(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
+    """In a Slurm job Lightning takes the ranks from Slurm but does not requeue on USR1 itself: its handler
+    saves wherever the signal lands, inside a step; kgqa.cli.cluster.RequeueBetweenBatches requeues a training."""
+    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     return instantiate(cfg.trainer, logger=build_logger(cfg), callbacks=[RichProgressBar(), *(callbacks or [])],
-                       plugins=[AtomicCheckpointIO()], **overrides)
+                       plugins=[AtomicCheckpointIO(), *slurm], **overrides)
 
 
 def finish_loggers(trainer: L.Trainer) -> None:

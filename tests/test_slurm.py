@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli import ROOT, run_cli
 from wandb_offline import read_offline_run
@@ -105,14 +106,20 @@ def test_a_failed_job_is_reported_and_the_same_command_runs_only_it(slurm_partit
     assert logs[0] != logs[1]  # the failed run was a job again
 
 
+def logged_steps(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, train/loss) of every training step the run logged to W&B, over all its offline runs (attempts)."""
+    rows = [h for d in sorted(run_dir.glob("wandb/offline-run-*")) for h in read_offline_run(d).history]
+    return sorted((h["trainer/global_step"], h["train/loss"]) for h in rows if "train/loss" in h)
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
-def test_requeued_job_continues_its_run_folder_and_wandb_run(slurm_partition, local_sweep, tmp_path, requeue):
-    """Requeued in its second epoch, by `scontrol requeue` or by Lightning on the preset's USR1: the new attempt
-    (SLURM_RESTART_COUNT=1) resumes in the same folder with the same W&B run id, every epoch once. From last.ckpt
-    (scontrol) the metrics equal the uninterrupted run's; from Lightning's mid-epoch hpc_ckpt the interrupted
-    epoch's data order is not replayed, so only the shape of the run is checked."""
+def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue):
+    """Requeued in its second epoch, by `scontrol requeue` (Slurm ends the attempt at once: it continues from
+    last.ckpt) or by the preset's USR1 (RequeueBetweenBatches saves before the next batch, mid-epoch): the new
+    attempt (SLURM_RESTART_COUNT=1) resumes in the same folder with the same W&B run id and ends with the
+    uninterrupted run's metrics, history and weights; W&B holds every training step once."""
     sweep = tmp_path / "sweep"
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(slurm_partition), "target=spm", *TOY,
@@ -133,12 +140,17 @@ def test_requeued_job_continues_its_run_folder_and_wandb_run(slurm_partition, lo
                               capture_output=True, text=True).stdout.split()
     assert "REQUEUED" in restarts and restarts[-1] == "COMPLETED"
     (run,), reference = runs(sweep).values(), runs(local_sweep)["target=spm"]
-    assert [h["epoch"] for h in run["history"]] == [0, 1]
-    if requeue[0] == "scontrol":
-        assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
+    assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
+    weights = [torch.load(d / "0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for d in (sweep, local_sweep)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
     assert json.loads((sweep / "0" / "run.json").read_text())["wandb_id"] == first_id
     assert {p.name.rsplit("-", 1)[1] for p in (sweep / "0" / "wandb").glob("offline-run-*")} == {first_id}
+    assert logged_steps(sweep / "0") == logged_steps(local_sweep / "0")
     assert not list((sweep / "0").glob("hpc_ckpt_*.ckpt"))
+    if requeue[0] == "scancel":
+        (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
+        assert "kgqa: requeued Slurm job" in log.read_text()
 
 
 @pytest.mark.parametrize("env, cores, threads", [({"SLURM_CPUS_PER_TASK": "1"}, None, 1), ({}, {0}, 1),

@@ -1,16 +1,24 @@
 """Running where a scheduler placed the job: threads from the allocation, the sweep's keys carried into
-each job, checks before anything is submitted to Slurm, and a requeued attempt continuing its run folder."""
+each job, checks before anything is submitted to Slurm, a requeue taken between two batches, and a requeued
+attempt continuing its run folder."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.experimental.callback import Callback
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback as LightningCallback
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 SWEPT_KEYS_ENV = "KGQA_SWEPT_KEYS"  # set by the launching process; sbatch exports it to every job
@@ -84,3 +92,51 @@ def unfinished_checkpoint(run_dir: Path) -> Path | None:
     found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
     found = [p for p in found if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+class RequeueBetweenBatches(LightningCallback):
+    """Slurm's requeue signal (USR1, signal_delay_s before the time limit, or `scancel --signal=USR1`) handled
+    between two training batches, in place of Lightning's handler, which saves hpc_ckpt_N.ckpt wherever the
+    signal lands (inside a step) and lets training go on until Slurm kills the job. Here the signal only
+    marks the request; before the next batch every rank saves the checkpoint (the loop, the loader's place in
+    the epoch, each rank's RNG: the resume is exact), rank 0 closes the W&B run (every step logged so far is
+    in it) and requeues this array task, and the job waits for Slurm to end it."""
+
+    def __init__(self, signum: int = signal.SIGUSR1):
+        self.signum, self.requested = signum, False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
+            signal.signal(self.signum, self.request)
+
+    def request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        self.requested = False
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        if not trainer.is_global_zero:
+            self.wait_for_slurm(trainer)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()
+        task = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{task}_{os.environ['SLURM_ARRAY_TASK_ID']}" if task else os.environ["SLURM_JOB_ID"]
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"kgqa: scontrol requeue {job} failed ({done.stderr.strip()}); "
+                             f"{path} holds the run: resume={trainer.default_root_dir} continues it")
+        print(f"kgqa: requeued Slurm job {job} at step {trainer.global_step}: {path}", file=sys.stderr)
+        self.wait_for_slurm(trainer)
+
+    @staticmethod
+    def wait_for_slurm(trainer: L.Trainer) -> None:
+        """Nothing more is trained or logged: the requeue ends this attempt (SIGTERM, then SIGKILL)."""
+        while not trainer.received_sigterm:
+            time.sleep(0.2)
+        raise SystemExit(0)
+

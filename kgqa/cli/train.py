@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.cli.checks import check_config
-from kgqa.cli.cluster import unfinished_checkpoint
+from kgqa.cli.cluster import RequeueBetweenBatches, unfinished_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
 from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
@@ -59,7 +59,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm.setup()
     module = build_module(cfg, dm.tokenizer.vocab_size)
     best_ckpt, last_ckpt = checkpoint_callbacks(cfg)
-    trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, CheckpointsFollowTheFolder(best_ckpt.dirpath)])
+    trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, CheckpointsFollowTheFolder(best_ckpt.dirpath),
+                                            RequeueBetweenBatches()])
     if trainer.is_global_zero:
         save_run_files(run_dir, cfg, trainer)
     variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
