@@ -14,6 +14,7 @@ from kgqa.console import print_config, print_metrics, quiet_console
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     quiet_console()
     cfg, dm, module = restore(cfg.ckpt, cfg)
+    module.corrections = cfg.get("corrections")
     print_config(cfg)
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test

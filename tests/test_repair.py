@@ -1,0 +1,133 @@
+"""Fixing a wrong answer without retraining: corrections files, the correction memory, live edits, kgqa-repair."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cli import printed_json, printed_metrics, run_cli
+from kgqa.data.triples import Key, Triple
+from kgqa.decoding.memory import CorrectionMemory
+from kgqa.errors import DataError
+from kgqa.kb.changes import Change
+from kgqa.kb.columns import KnowledgeBase
+from kgqa.kb.corrections import Correction, CorrectionFile, normalise_question, read_corrections
+
+BIRTH, PLACE, COURSE, FEAT = (Key("刘晓华", "出生日期", "教授"), Key("刘晓华", "出生地", "教授"),
+                              Key("刘晓华", "主讲课程", "教授"), Key("刘晓华", "主要成就", "教授"))
+KB = KnowledgeBase([Triple(BIRTH, "1960年"), Triple(PLACE, "上海"), Triple(COURSE, "数学"), Triple(FEAT, "院士"),
+                    Triple(Key("王芳", "出生日期"), "1970年")])
+
+
+def write_lines(path: Path, *records) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_corrections_file_reads_both_forms_and_kgclue_lines(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl",
+                       {"question": "刘晓华主要讲什么课？", "answer": "刘晓华（教授） ||| 主讲课程 ||| 数学",
+                        "wrong": ["刘晓华（教授） ||| 主要成就"]},
+                       {"question": "王芳哪年出生", "subject": "王芳", "predicate": "出生日期"},
+                       {"id": 7, "question": "刘晓华生在哪", "answer": "刘晓华（教授） ||| 出生地 ||| 上海"})
+    got = read_corrections(path, KB)
+    assert got == [Correction("刘晓华主要讲什么课？", COURSE, (FEAT,)), Correction("王芳哪年出生", Key("王芳", "出生日期")),
+                   Correction("刘晓华生在哪", PLACE)]
+
+
+BAD_LINES = {
+    "not JSON": ('{"question": "刘晓华哪年出生", ', "not JSON"),
+    "no question": ({"answer": "刘晓华（教授） ||| 出生日期"}, "needs a non-empty \"question\""),
+    "no key": ({"question": "刘晓华哪年出生"}, "needs \"answer\""),
+    "bad key": ({"question": "刘晓华哪年出生", "answer": "刘晓华 出生日期"}, "a key is"),
+    "a key the KB lacks": ({"question": "刘晓华哪年出生", "answer": "刘晓华（演员） ||| 出生日期"}, "the KB has no key 刘晓华（演员）"),
+    "a wrong key the KB lacks": ({"question": "刘晓华哪年出生", "answer": "刘晓华（教授） ||| 出生日期",
+                                  "wrong": ["刘晓华（教授） ||| 身高"]}, "the KB has no key 刘晓华（教授） ||| 身高"),
+    "two answers": ({"question": "刘晓华 哪年出生?", "answer": "刘晓华（教授） ||| 出生地"}, "another answer for the question of line 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LINES)
+def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path, case):
+    line, why = BAD_LINES[case]
+    path = write_lines(tmp_path / "c.jsonl", {"question": "刘晓华哪年出生？", "answer": "刘晓华（教授） ||| 出生日期"},
+                       {"question": "王芳哪年出生", "answer": "王芳 ||| 出生日期"}, line)
+    with pytest.raises(DataError, match=rf"c\.jsonl:3: .*{why[:30]}".replace("(", r"\(").replace("|", r"\|")):
+        read_corrections(path, KB)
+    with pytest.raises(DataError, match=r"c\.jsonl:3"):
+        CorrectionMemory(KB, CorrectionFile(path).read(KB))
+
+
+def test_skipping_bad_lines_counts_them_and_a_foreign_file_is_refused_even_so(tmp_path, caplog):
+    path = write_lines(tmp_path / "c.jsonl", {"question": "刘晓华哪年出生", "answer": "刘晓华（教授） ||| 出生日期"},
+                       "{broken", {"question": "王芳哪年出生", "answer": "王芳 ||| 出生日期"},
+                       {"question": "x", "answer": "张三 ||| 身高"})
+    with caplog.at_level(logging.WARNING):
+        assert [c.key for c in read_corrections(path, KB, "skip")] == [BIRTH, Key("王芳", "出生日期")]
+    assert "skipped 2 bad line(s)" in caplog.text
+    foreign = write_lines(tmp_path / "f.jsonl", {"question": "a", "answer": "张三 ||| 身高"},
+                          {"question": "b", "answer": "李四 ||| 身高"}, {"question": "c", "answer": "王芳 ||| 出生日期"})
+    with pytest.raises(DataError, match="f.jsonl: 2 of its 3 corrections name keys this KB never had: it was made for another KB"):
+        read_corrections(foreign, KB, "skip")
+
+
+def memory(close=0.9, when_wrong=0.6, kb=KB):
+    return CorrectionMemory(kb, [Correction("刘晓华主要讲什么课", COURSE, (FEAT,)), Correction("刘晓华是哪年出生的", BIRTH, (PLACE,))],
+                            close=close, when_wrong=when_wrong)
+
+
+def test_the_memory_answers_the_same_question_a_close_one_and_leaves_others_alone():
+    m = memory()
+    assert m.match("刘晓华 主要讲什么课？", None).key_id == KB.key_id(COURSE)  # the same after normalisation
+    assert m.match("刘晓华主要讲什么课程", KB.key_id(COURSE)).key_id == KB.key_id(COURSE)  # close: ratio 0.95
+    # a rephrasing, not close (ratio 0.71): corrected only while the beam repeats the mistake the correction names
+    assert m.match("刘晓华主讲哪门课", KB.key_id(FEAT)).key_id == KB.key_id(COURSE)
+    assert m.match("刘晓华主讲哪门课", KB.key_id(BIRTH)) is None
+    assert m.match("刘晓华出生在哪里", KB.key_id(PLACE)) is None  # another question about the subject stays the model's
+    assert m.match("王芳是哪年出生的", KB.key_id(Key("王芳", "出生日期"))) is None  # 0.71 close, but below `close`
+    assert memory(close=0.7).match("王芳是哪年出生的", None).key_id == KB.key_id(BIRTH)  # the threshold decides
+
+
+def test_a_correction_whose_key_a_kb_change_deleted_is_counted_not_used():
+    changed = KB.updated([Change("delete", COURSE)])
+    m = memory(kb=changed)
+    assert m.match("刘晓华主要讲什么课", None) is None and m.stale == 1
+    assert m.match("刘晓华是哪年出生的", None).key_id == KB.key_id(BIRTH)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from([" ", "？", "?", "，", "\u3000", "！"])), max_size=4),
+       st.booleans())
+def test_spaces_punctuation_and_width_never_hide_a_corrected_question(inserts, full_width):
+    question = list("刘晓华是哪年出生的")
+    for position, mark in sorted(inserts, reverse=True):
+        question.insert(position, mark)
+    text = "".join(question)
+    text = text.replace("?", "？") if full_width else text
+    assert normalise_question(text) == "刘晓华是哪年出生的"
+    assert memory(close=1.0, when_wrong=1.0).match(text, None).key_id == KB.key_id(BIRTH)
+
+
+def add_one_by_one(path: str, names: list[str]) -> None:
+    store = CorrectionFile(path)
+    for name in names:
+        store.add(KB, [Correction(f"{name}哪年出生", BIRTH)])
+
+
+def test_two_writers_adding_corrections_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "c.jsonl"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=add_one_by_one, args=(str(path), [f"{w}{i}" for i in range(15)])) for w in "甲乙"]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(120)
+    assert [p.exitcode for p in writers] == [0, 0]
+    questions = {c.question for c in CorrectionFile(path).read(KB)}
+    assert questions == {f"{w}{i}哪年出生" for w in "甲乙" for i in range(15)}
+    assert CorrectionFile(path).remove(KB, ["甲3 哪年出生？"]) == 1 and len(CorrectionFile(path).read(KB)) == 29
