@@ -4,7 +4,9 @@ After the beam has chosen a key, a question that matches a corrected one gets th
 the same question after `normalise_question`, always; a close one when its similarity to the corrected
 question (rapidfuzz's normalised Indel similarity: 2·LCS / total length, of the normalised texts) reaches
 `close`, or reaches the lower `when_wrong` while the beam chose one of the keys the correction says are
-wrong (the model repeats its mistake on a rephrasing). Both thresholds are tuned on dev
+wrong (the model repeats its mistake on a rephrasing). A close match must name the correction's subject: on
+templated questions another entity's question is as close as a rephrasing ("演员赵谢毕业于哪所学校" and
+"演员赵王毕业于哪所学校": 0.91), and is never corrected by it. Both thresholds are tuned on dev
 (experiments/bench_repair.py). A correction whose key a KB change deleted since is not used, and counted.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Remembered:
     correction: Correction
     key_id: int
     wrong_ids: frozenset[int]
+    subject: str  # normalised: a close match names it
 
 
 class CorrectionMemory:
@@ -48,7 +51,8 @@ class CorrectionMemory:
         if None in ids:
             absent = (correction.key, *correction.wrong)[ids.index(None)]
             raise DataError(f"correction of {correction.question!r}: the KB has no key {key_text(absent)}")
-        self.entries[normalise_question(correction.question)] = Remembered(correction, ids[0], frozenset(ids[1:]))
+        self.entries[normalise_question(correction.question)] = Remembered(
+            correction, ids[0], frozenset(ids[1:]), normalise_question(correction.key.subject))
 
     def remove(self, question: str) -> bool:
         return self.entries.pop(normalise_question(question), None) is not None
@@ -63,6 +67,8 @@ class CorrectionMemory:
             for choice, score, _ in process.extract(text, list(self.entries), scorer=fuzz.ratio, processor=None,
                                                     score_cutoff=floor, limit=None):
                 candidate = self.entries[choice]
+                if candidate.subject not in text:
+                    continue
                 threshold = self.when_wrong if predicted in candidate.wrong_ids else self.close
                 if score >= 100 * threshold and score > best:
                     found, best = candidate, score
