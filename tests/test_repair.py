@@ -131,4 +131,73 @@ def test_two_writers_adding_corrections_at_once_lose_nothing(tmp_path):
     assert [p.exitcode for p in writers] == [0, 0]
     questions = {c.question for c in CorrectionFile(path).read(KB)}
     assert questions == {f"{w}{i}哪年出生" for w in "甲乙" for i in range(15)}
-    assert CorrectionFile(path).remove(KB, ["甲3 哪年出生？"]) == 1 and len(CorrectionFile(path).read(KB)) == 29
+    assert CorrectionFile(path).remove(["甲3 哪年出生？"]) == 1 and len(CorrectionFile(path).read(KB)) == 29
+
+
+# --- end to end: a weak toy run, its wrong val answers corrected ----------------------------------
+@pytest.fixture(scope="module")
+def weak_run(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A toy run trained too short to be right everywhere, and a correction for each of its wrong val answers."""
+    from kgqa.data.toy import make_toy
+
+    run_dir = tmp_path_factory.mktemp("repair") / "run"
+    run_cli("train", "trainer.max_epochs=3", "logger=csv", "lookahead=none", f"hydra.run.dir={run_dir}")
+    val = {str(e.id): e for e in make_toy().splits["val"]}
+    rows = [json.loads(line) for line in (run_dir / "questions_val.jsonl").read_text(encoding="utf-8").splitlines()]
+    corrections = [{"question": val[str(r["id"])].question, "answer": val[str(r["id"])].triple.answer(),
+                    "wrong": [r["predicted"]], "id": r["id"]} for r in rows if not r["correct"]]
+    assert len(corrections) >= 5, "the weak run is right too often to test corrections"
+    return run_dir, corrections
+
+
+def correctness(path: Path) -> dict[str, bool]:
+    return {str(r["id"]): r["correct"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+@pytest.mark.slow
+def test_the_memory_fixes_every_corrected_question_and_breaks_none_in_every_entry_point(weak_run, tmp_path):
+    run_dir, corrections = weak_run
+    fixes = write_lines(tmp_path / "fixes.jsonl", *corrections)
+    proc = run_cli("evaluate", f"ckpt={run_dir}", "split=val", "lookahead=none", f"corrections={fixes}", "logger=csv",
+                   f"hydra.run.dir={tmp_path / 'eval'}")
+    before, after = correctness(run_dir / "questions_val.jsonl"), correctness(tmp_path / "eval" / "questions_val.jsonl")
+    corrected = {str(c["id"]) for c in corrections}
+    assert all(after[i] for i in corrected)  # every corrected question is answered right
+    assert [i for i, ok in before.items() if ok and not after[i]] == []  # and no right answer went wrong
+    assert printed_metrics(proc)["val/from_memory"] >= len(corrections)
+
+    questions = write_lines(tmp_path / "q.json", *({"id": c["id"], "question": c["question"]} for c in corrections))
+    run_cli("predict", f"ckpt={run_dir}", f"input={questions}", f"output={tmp_path / 'answers.json'}", "lookahead=none",
+            f"corrections={fixes}")
+    answers = [json.loads(line) for line in (tmp_path / "answers.json").read_text(encoding="utf-8").splitlines()]
+    assert [(a["answer"], a["from_memory"]) for a in answers] == [(c["answer"], True) for c in corrections]
+
+    # a KB folder keeps them; a KB change that deletes a corrected key is counted at decode time, never a crash
+    kb = tmp_path / "kb"
+    run_cli("kb", f"out={kb}")
+    assert printed_json(run_cli("kb", "action=correct", f"kb_dir={kb}", f"corrections={fixes}"))["corrections"] == len(corrections)
+    listed = run_cli("kb", "action=corrections", f"kb_dir={kb}").stdout.splitlines()
+    assert sorted(json.loads(line)["question"] for line in listed) == sorted(c["question"] for c in corrections)
+    gone = tmp_path / "gone.tsv"
+    subject, predicate, _ = (part.strip() for part in corrections[0]["answer"].split("|||"))
+    gone.write_text(f"{subject}\t{predicate}\n", encoding="utf-8")
+    run_cli("kb", "action=delete", f"kb_dir={kb}", f"triples={gone}")
+    proc = run_cli("evaluate", f"ckpt={run_dir}", "split=val", "lookahead=none", "kb=folder", f"kb.path={kb}",
+                   f"corrections={kb}", "logger=csv", f"hydra.run.dir={tmp_path / 'eval2'}")
+    assert "1 answer(s) not corrected: the correction's key was deleted" in proc.stdout + proc.stderr
+    assert printed_metrics(proc)["val/from_memory"] >= len(corrections) - 1
+
+
+@pytest.mark.slow
+def test_kgqa_repair_fine_tunes_a_new_run_that_names_its_parent_and_answers_the_corrections(weak_run, tmp_path):
+    run_dir, corrections = weak_run
+    fixes = write_lines(tmp_path / "fixes.jsonl", *corrections)
+    repaired = tmp_path / "repaired"
+    run_cli("repair", f"run={run_dir}", f"corrections={fixes}", "logger=csv", f"hydra.run.dir={repaired}")
+    record = json.loads((repaired / "metrics.json").read_text(encoding="utf-8"))
+    assert record["factors"]["parent_run"] == str(run_dir.resolve()) and record["factors"]["lookahead"] == "none"
+    before, after = correctness(run_dir / "questions_val.jsonl"), correctness(repaired / "questions_val.jsonl")
+    fixed = [after[str(c["id"])] for c in corrections]
+    assert sum(fixed) >= 0.8 * len(fixed)  # the corrected questions, learnt
+    kept = [after[i] for i, ok in before.items() if ok]
+    assert sum(kept) >= 0.95 * len(kept)  # what was right stays right (replay)

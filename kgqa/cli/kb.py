@@ -75,7 +75,7 @@ def correct_kb(cfg: DictConfig) -> dict:
     if cfg.action == "correct":
         summary = {"added": memory.add(kb, given)}
     else:
-        summary = {"removed": memory.remove(kb, [c.question for c in given])}
+        summary = {"removed": memory.remove([c.question for c in given])}
     summary |= {"corrections": len(memory.read(kb, "skip")), "seconds": round(time.perf_counter() - start, 4)}
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return summary

@@ -56,9 +56,9 @@ def repair(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     trainer.fit(module, dm)
     metrics = {"repair/seconds": round(time.perf_counter() - start, 2), "repair/corrections": float(len(corrections))}
-    (result,) = trainer.test(module, dm, ckpt_path=best_ckpt.best_model_path or None, weights_only=True, verbose=False)
-    metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and not k.endswith("/loss")}
-    metrics |= {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
+    for evaluate in (trainer.validate, trainer.test):  # the best checkpoint, as a trained run reports it
+        (result,) = evaluate(module, dm, ckpt_path=best_ckpt.best_model_path, weights_only=True, verbose=False)
+        metrics |= {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
     if trainer.is_global_zero:
         write_run_metrics(run_dir, cfg.get("factors", {}), metrics, questions=module.question_results, name=cfg.run_name,
                           history=module.val_history, checkpoint=str(Path(best_ckpt.best_model_path).resolve()))

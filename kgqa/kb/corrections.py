@@ -146,19 +146,33 @@ class CorrectionFile:
                 raise DataError(f"{self.path}: cannot add the correction of {c.question!r}: the KB has no key "
                                 f"{key_text(absent[0])}")
         with self.lock:
-            kept = {normalise_question(c.question): c for c in self.read(kb)}
+            kept = {normalise_question(c.question): c for c in self._read_kept()}
             kept |= {normalise_question(c.question): c for c in new}
             self._write(kept.values())
         return len(new)
 
-    def remove(self, kb: KnowledgeBase, questions: Iterable[str]) -> int:
+    def remove(self, questions: Iterable[str]) -> int:
         """Remove the corrections of these questions (after normalisation); the count removed."""
         gone = {normalise_question(q) for q in questions}
         with self.lock:
-            kept = self.read(kb)
+            kept = self._read_kept()
             left = [c for c in kept if normalise_question(c.question) not in gone]
             self._write(left)
         return len(kept) - len(left)
+
+    def _read_kept(self) -> list[Correction]:
+        """The file as this class wrote it, its keys checked when they were added (not again: an edit costs
+        a read and a write of the file, not a KB lookup per line)."""
+        if not self.path.exists():
+            return []
+        lines = LineReader(self.path, what="corrections", empty_ok=True, hint="")
+        kept = []
+        for lineno, line in lines:
+            try:
+                kept.append(parse_correction(line))
+            except ValueError as e:
+                lines.bad(lineno, str(e))
+        return kept
 
     def _write(self, corrections: Iterable[Correction]) -> None:
         write_text(self.path, "".join(json.dumps(c.as_json(), ensure_ascii=False) + "\n" for c in corrections))
