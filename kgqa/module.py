@@ -60,6 +60,7 @@ class KgqaModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.from_memory = torch.nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})  # answers the memory gave
         self.corrections: str | None = None  # a corrections file (or KB folder) for the correction memory
+        self.homonym_subjects: set[str] = set()  # subject names with two or more meanings in the KB (em_homonym)
         self.answerer: Answerer | None = None
         self.loss_vocabulary: torch.Tensor | None = None  # set in setup: the ids the loss's softmax runs over
         self.wrong_answers: list[list[Any]] = []
@@ -80,8 +81,10 @@ class KgqaModule(L.LightningModule):
         """Decode val/test from now on with `lookahead` (a rule config, a list of them, or None) over
         `dm`'s KB, its metrics named "<stage>/<tag>/..." (no tag: the run's own rule)."""
         self.eval_tag, self.lookahead_cfg = tag, lookahead
-        self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, self.hparams.decode, lookahead,
+        whole_beam = {**self.hparams.decode, "num_return": self.hparams.decode["beam"]}  # the first answers, and the oracle
+        self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, whole_beam, lookahead,
                                              dm.max_question_len, dm.eval_batch_size, self.corrections)
+        self.homonym_subjects = dm.homonym_subjects
 
     def on_train_epoch_start(self) -> None:
         """Dropout draws depend only on (seed, epoch, rank): a run resumed at an epoch boundary
@@ -120,8 +123,11 @@ class KgqaModule(L.LightningModule):
         examples = batch["examples"]
         loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], vocabulary=self.loss_vocabulary)
         self.log(f"{stage}/loss", loss, batch_size=len(examples), sync_dist=True)
-        answers = [a[0] for a in self.answerer(self.model, [e.question for e in examples])]
-        self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
+        beams = self.answerer(self.model, [e.question for e in examples])
+        answers = [a[0] for a in beams]
+        self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples],
+                                   homonym=[e.triple.key.subject in self.homonym_subjects for e in examples],
+                                   in_beam=[any(a.triple.key == e.triple.key for a in beam) for e, beam in zip(examples, beams)])
         self.from_memory[stage].update(sum(a.from_memory for a in answers))
         self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4), a.from_memory]
                                for e, a in zip(examples, answers) if a.triple != e.triple]
