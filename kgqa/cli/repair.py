@@ -23,6 +23,22 @@ from kgqa.kb.corrections import CorrectionFile
 from kgqa.report import write_run_metrics
 
 
+class AnchorToParent(L.Callback):
+    """L2-SP: each step also pulls every weight back toward the parent's, by `strength` × (w − w_parent) added
+    to its gradient, so weights the corrections do not need stay where the parent had them (less churn)."""
+
+    def __init__(self, strength: float):
+        self.strength, self.parent = strength, {}
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.parent = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        for name, p in module.named_parameters():
+            if p.grad is not None and name in self.parent:
+                p.grad.add_(p.detach() - self.parent[name], alpha=self.strength)
+
+
 def repair_pairs(corrections, kb, train: list[QAExample], replay: int, seed: int) -> list[QAExample]:
     """The corrections as training pairs, and `replay` of the parent's training pairs per correction."""
     pairs = [QAExample(f"correction/{i}", c.question, Triple(c.key, kb.answer(kb.key_id(c.key))))
@@ -50,7 +66,8 @@ def repair(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.output_dir)
     best_ckpt, last_ckpt = checkpoint_callbacks(cfg)
-    trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt])
+    anchor = [AnchorToParent(cfg.anchor)] if cfg.anchor else []
+    trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, *anchor])
     if trainer.is_global_zero:
         save_run_files(run_dir, cfg, trainer)
     start = time.perf_counter()
