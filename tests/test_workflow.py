@@ -238,15 +238,15 @@ def test_every_swept_key_is_a_factor_of_the_sweeps_runs(monkeypatch):
     from kgqa.cli import with_swept_factors
     from kgqa.cli.cluster import SWEPT_KEYS_ENV
 
-    monkeypatch.setenv(SWEPT_KEYS_ENV, json.dumps(["lookahead", "augment", "data.batch_size", "seed"]))
+    monkeypatch.setenv(SWEPT_KEYS_ENV, json.dumps(["lookahead", "augment", "data.module.batch_size", "seed"]))
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        cfg = compose("train", overrides=["hparams_search=optuna", "augment=subject_swap", "data.batch_size=16",
+        cfg = compose("train", overrides=["hparams_search=optuna", "augment=subject_swap", "data.module.batch_size=16",
                                           "backbone.num_hidden_layers=4", "backbone.hidden_dropout_prob=0.1"],
                       return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     before = set(cfg.factors)
     with_swept_factors(cfg)
     added = OmegaConf.to_container(cfg.factors, resolve=True)
-    assert set(added) - before == {"backbone.num_hidden_layers", "backbone.hidden_dropout_prob", "data.batch_size"}
+    assert set(added) - before == {"backbone.num_hidden_layers", "backbone.hidden_dropout_prob", "data.module.batch_size"}
     assert (added["backbone.num_hidden_layers"], added["backbone.hidden_dropout_prob"]) == (4, 0.1)
-    assert added["data.batch_size"] == 16 and added["augment"] == "subject_swap" and added["lr"] == cfg.optim.lr
+    assert added["data.module.batch_size"] == 16 and added["augment"] == "subject_swap" and added["lr"] == cfg.optim.lr

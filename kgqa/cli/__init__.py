@@ -78,9 +78,9 @@ def command_line_checked(config_name: str, hydra_main):
     line's keys and choices are known ones (kgqa.cli.checks.check_command_line), else one line; a
     non-ASCII value (a path, a question) need not be quoted."""
     def main():
-        from kgqa.cli.checks import check_command_line, quoting_non_ascii
+        from kgqa.cli.checks import check_command_line, moved_keys, quoting_non_ascii
 
-        sys.argv[1:] = quoting_non_ascii(sys.argv[1:])
+        sys.argv[1:] = moved_keys(quoting_non_ascii(sys.argv[1:]))
         try:
             check_command_line(config_name, sys.argv[1:])
         except KgqaError as e:
