@@ -65,6 +65,20 @@ def test_decode_only_sweep_needs_no_retraining(trained_toy, tmp_path):
     assert "| beam | none | lcs_power |" in summary  # the rules side by side
 
 
+@pytest.mark.slow
+def test_ddp_cpu_training_prints_once_and_without_sync_dist_warnings(tmp_path):
+    """Two processes, one epoch: the config tree, the run folder and the final metrics once (rank 0), and no
+    Lightning advice to sync epoch-level metrics (they are logged with sync_dist)."""
+    run_dir = tmp_path / "ddp"
+    proc = run_cli("train", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "logger=csv",
+                   *SMALL_TOY, f"hydra.run.dir={run_dir}")
+    printed = proc.stdout + proc.stderr
+    assert proc.stdout.count(f"run folder: {run_dir}") == 1
+    assert sum(line.strip() == "config" for line in proc.stdout.splitlines()) == 1
+    assert proc.stdout.count("test/em: ") == 1 and proc.stdout.count("val/emf1: ") == 1
+    assert "sync_dist" not in printed, [line for line in printed.splitlines() if "sync_dist" in line][:3]
+
+
 def test_ddp_cpu_evaluation_equals_single_process(trained_toy, tmp_path):
     single = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", f"hydra.run.dir={tmp_path}/one"))
     double = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", "trainer=ddp_cpu",
