@@ -84,3 +84,23 @@ def test_the_pages_link_what_exists():
             if not path.exists() and path != (ROOT / "docs" / "repair.md").resolve():
                 missing.append(f"{page.name} -> {target}")
     assert not missing
+
+
+RUN_BLOCK = re.compile(r"^```bash run\n(.*?)^```\n\n```text\n(.*?)^```", re.M | re.S)
+RUN_BLOCKS = [(page.name, *m) for page in PAGES for m in RUN_BLOCK.findall(page.read_text(encoding="utf-8"))]
+
+
+def test_the_pages_mark_blocks_to_run():
+    assert {page for page, _, _ in RUN_BLOCKS} >= {"decoding.md", "sweeps.md"}
+
+
+@pytest.mark.parametrize("page, commands, shown", RUN_BLOCKS, ids=[f"{p}:{c[:40]}" for p, c, _ in RUN_BLOCKS])
+def test_a_run_block_prints_what_the_page_shows(page, commands, shown, tmp_path):
+    """A ```bash run block, run as written by bash from the checkout (its paths are the checkout's), prints
+    the ```text block after it."""
+    env = {"PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}", "HOME": str(tmp_path),
+           "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(["bash", "-e", "-c", commands], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == shown.strip()
