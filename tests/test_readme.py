@@ -1,6 +1,10 @@
-"""The commands of README.md and docs/*.md as a user types them: every kgqa-* command composes with Hydra
-under kgqa's own command-line check (a renamed key, group or choice fails here), and the cheap ones run
-as written. The pages' lengths stay within what a newcomer reads (README <= 150 lines, RESULTS <= 200)."""
+"""The commands of README.md and docs/*.md as a user types them:
+- every kgqa-* line of a ```bash block passes kgqa's command-line check and composes with Hydra (a renamed
+  key, group or choice fails the default suite), the expensive ones too (GPU, full KB, KgCLUE, Slurm, sweeps);
+- a ```bash run block runs as written and prints the ```text block after it;
+- the cheap kgqa-* lines (the main command, and those about a trained `outputs/<run dir>`, here a toy run made
+  once) run in a fresh folder and print what the pages say (slow); trainings are cut by one override (LONG).
+The pages' links resolve and their lengths stay within what a newcomer reads (README <= 150, RESULTS <= 200)."""
 from __future__ import annotations
 
 import re
@@ -104,3 +108,47 @@ def test_a_run_block_prints_what_the_page_shows(page, commands, shown, tmp_path)
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == shown.strip()
+
+
+EXPENSIVE = ("data=kgclue", "experiment=", "kb.path=", "trainer=gpu", "trainer=ddp", "hydra/launcher", "input=",
+             "backbone=", "-m ", "kgqa-kb", "kgqa-pretrain", "size=")  # a GPU, the full KB, KgCLUE, Slurm, sweeps
+LONG = {"kgqa-train": "kgqa-train trainer.max_epochs=1",  # trainings cut to a toy's time by one override
+        "kgqa-train resume=outputs/<run dir> trainer.max_epochs=20 logger=csv":
+            "kgqa-train resume=outputs/<run dir> trainer.max_epochs=2 logger=csv"}
+CHEAP = sorted({c for _, c in KGQA_COMMANDS if not any(x in c for x in EXPENSIVE) and
+                (c == "kgqa-train" or "<run dir>" in c)})
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    """outputs/<run dir> of the pages: a toy trained for one epoch, once for this module."""
+    cwd = tmp_path_factory.mktemp("pages")
+    subprocess.run([str(Path(sys.executable).parent / "kgqa-train"), "trainer.max_epochs=1", "logger=csv",
+                    "+data.source.n_entities=300", "hydra.run.dir=outputs/RUN"], cwd=cwd, check=True,
+                   capture_output=True, env=__import__("os").environ | {"WANDB_MODE": "offline"})
+    return cwd / "outputs" / "RUN"
+
+
+def test_the_cheap_commands_are_the_ones_about_a_run():
+    assert "kgqa-train" in CHEAP and any(c.startswith("kgqa-predict") for c in CHEAP)
+    assert any(c.startswith("kgqa-eval") for c in CHEAP) and any("resume=" in c for c in CHEAP)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", CHEAP)
+def test_a_cheap_command_runs_as_written(command, toy_run, tmp_path):
+    """In a fresh folder holding outputs/<run dir> (the toy run): exit 0 and the final metrics the pages show,
+    by name (an answer for a question). A long training is cut to a toy's time by one override (LONG)."""
+    import shutil
+
+    shutil.copytree(toy_run, tmp_path / "outputs" / "RUN")
+    words = shlex.split(LONG.get(command, command).replace("<run dir>", "RUN"))
+    env = __import__("os").environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([str(Path(sys.executable).parent / words[0]), *words[1:]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if words[0] == "kgqa-predict":
+        # "the answer triples with their confidence" (docs/predict.md)
+        assert re.search(r"^1\. .+  \(confidence [01]\.\d{3}\)$", proc.stdout, re.M), proc.stdout[-1000:]
+    else:
+        assert re.search(r"^test/em: [01]\.\d{4}$", proc.stdout, re.M), proc.stdout[-2000:]
