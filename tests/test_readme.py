@@ -98,6 +98,7 @@ def test_the_pages_mark_blocks_to_run():
     assert {page for page, _, _ in RUN_BLOCKS} >= {"decoding.md", "sweeps.md"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page, commands, shown", RUN_BLOCKS, ids=[f"{p}:{c[:40]}" for p, c, _ in RUN_BLOCKS])
 def test_a_run_block_prints_what_the_page_shows(page, commands, shown, tmp_path):
     """A ```bash run block, run as written by bash from the checkout (its paths are the checkout's), prints
