@@ -141,15 +141,15 @@ class KgqaModule(L.LightningModule):
         if self.answerer is not None and self.answerer.memory is not None:
             metrics[f"{prefix}from_memory"] = self.from_memory[stage].compute().float()
         self.from_memory[stage].reset()
-        for name, value in metrics.items():
-            self.log(name, value, prog_bar=name.endswith("/em"))
+        for name, value in metrics.items():  # torchmetrics synced them: the same on every rank, as sync_dist keeps them
+            self.log(name, value, prog_bar=name.endswith("/em"), sync_dist=True)
         self.metrics[stage].reset()
         rows, questions = self._gather(self.wrong_answers), self._gather(self.question_rows)
         self.wrong_answers, self.question_rows = [], []
         scored = [(confidence, correct) for _, _, correct, confidence in questions]  # for calibration
         if scored:  # gathered on every rank, so every rank logs the same value
             confidence, correct = np.array(scored, dtype=float).T
-            self.log(f"{prefix}ece", expected_calibration_error(confidence, correct))
+            self.log(f"{prefix}ece", expected_calibration_error(confidence, correct), sync_dist=True)
         questions = [[*q[:3], round(q[3], 4)] for q in questions]
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:

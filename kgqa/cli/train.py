@@ -8,7 +8,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors, with_swept_factors
 from kgqa.cli.checks import check_config
 from kgqa.cli.cluster import requeued_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif requeued:  # Slurm's new attempt of this job: the same run continues, as resume= would
         cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=requeued)
     else:
+        with_swept_factors(cfg)
         weights_by_absolute_path(cfg)
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.output_dir)

@@ -53,7 +53,7 @@ class Answerer:
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
         if len(self.tokenizer.encode(question.strip())) > self.max_question_len:
-            raise ValueError(f"the question is longer than {self.max_question_len} tokens (data.max_question_len)")
+            raise ValueError(f"the question is longer than {self.max_question_len} tokens (data.module.max_question_len)")
         return question.strip()
 
     def decode(self, model: UniLM, encoded: Sequence[Sequence[int]], by_length: bool = True) -> list[list[Hypothesis]]:
