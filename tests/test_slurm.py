@@ -74,6 +74,39 @@ def test_no_sbatch_on_the_path_is_one_line(tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
+def test_a_failed_job_is_reported_and_the_same_command_runs_only_it(slurm_partition, tmp_path):
+    """One value of a swept key fails its job (a bad config, found in the job): the sweep summary names the run,
+    its error line and the job's log, the other run finishes, and the command ends with status 1. The same
+    command again skips the finished run (its results untouched: a short job that says so in its log) and runs
+    the failed one again."""
+    sweep = tmp_path / "sweep"
+    command = ["train", "-m", *slurm(slurm_partition), "data.batch_size=32,0", "trainer.max_epochs=1",
+               "+data.source.n_entities=300", f"hydra.sweep.dir={sweep}"]
+    error = "data.batch_size=0 is not valid: expected an integer from 1"
+    logs = []
+    for launch in range(2):
+        proc = run_cli(*command, check=False)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1] == (f"kgqa: 1 run(s) of the sweep failed; run the same command "
+                                                        f"again (hydra.sweep.dir={sweep}) to run only the runs "
+                                                        f"that did not finish")
+        (line,) = [x for x in proc.stdout.splitlines() if x.startswith("failed: ")]
+        assert line.startswith(f"failed: 1 (data.batch_size=0): {error} (log: ")
+        logs.append(Path(line.rsplit("(log: ", 1)[1].rstrip(")")))
+        assert logs[-1].parent.parent == sweep / ".submitit" and f"kgqa: {error}" in logs[-1].read_text()
+        assert line in (sweep / "summary.md").read_text() and (sweep / "summary.csv").is_file()
+        assert list(runs(sweep)) == ["data.batch_size=32"]
+        if launch == 0:
+            finished = {p: p.stat().st_mtime_ns for p in (sweep / "0").rglob("*")  # Hydra's own record and log
+                        if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}  # are written again
+        else:
+            assert "skipped: 0: finished in an earlier launch of this sweep (metrics.json)" in proc.stdout
+            assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert logs[0] != logs[1]  # the failed run was a job again
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
 def test_requeued_job_continues_its_run_folder_and_wandb_run(slurm_partition, local_sweep, tmp_path, requeue):
     """Requeued in its second epoch, by `scontrol requeue` or by Lightning on the preset's USR1: the new attempt

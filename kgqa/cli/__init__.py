@@ -89,23 +89,38 @@ def command_line_checked(config_name: str, hydra_main):
     return main
 
 
-def reporting_errors(entry, cfg):
+def reporting_errors(entry, cfg) -> dict[str, float]:
     """Check the config, then run; a user error (bad input, a foreign or untrusted file, a setting that
-    cannot work) ends with its message in one line and exit status 1, not a stack trace."""
+    cannot work) ends with its message in one line and exit status 1, not a stack trace. In a sweep a run
+    that fails (that line, or a crash) is recorded in its folder and the sweep goes on (kgqa.cli.sweep_runs);
+    a run that finished in an earlier launch of the same sweep is skipped. A failed run returns no metrics."""
     from hydra.errors import InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
     from kgqa.cli.checks import check_config, renamed_keys
     from kgqa.cli.paths import check_paths
+    from kgqa.cli.sweep_runs import finished_metrics, in_multirun, passed, record_failure
 
     allotted_threads()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    done = finished_metrics(run_dir)
+    if done is not None:
+        return done
+    name = override_name(",".join(HydraConfig.get().overrides.task))  # the swept values: "seed=1"
     try:
         renamed_keys(cfg)
         check_config(cfg)
         check_paths(cfg)
-        return entry(cfg)
-    except (KgqaError, FileNotFoundError, OmegaConfBaseException) as e:
-        raise SystemExit(f"kgqa: {e}") from None
-    except InstantiationException as e:  # a KgqaError raised while a config object was built, or bad arguments
-        cause = e.__cause__ if isinstance(e.__cause__, (KgqaError, FileNotFoundError)) else e
+        metrics = entry(cfg)
+    except (KgqaError, FileNotFoundError, OmegaConfBaseException, InstantiationException) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and isinstance(
+            e.__cause__, (KgqaError, FileNotFoundError)) else e  # a KgqaError raised while a config object was built
+        if in_multirun():
+            return record_failure(run_dir, name, str(cause), crash=False)
         raise SystemExit(f"kgqa: {cause}") from None
+    except Exception as e:  # a crash: in a sweep the other runs go on
+        if not in_multirun():
+            raise
+        return record_failure(run_dir, name, f"{type(e).__name__}: {e}", crash=True)
+    passed(run_dir)
+    return metrics

@@ -71,10 +71,15 @@ class LaunchChecks(Callback):
             check_slurm(launcher)
 
 
-def requeued_checkpoint(run_dir: Path) -> Path | None:
-    """In an attempt that Slurm requeued (SLURM_RESTART_COUNT > 0), the newest checkpoint its run folder
-    holds: Lightning's hpc_ckpt_N.ckpt from the requeue signal, or last.ckpt from the last epoch."""
-    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1 or not (run_dir / "run_config.yaml").is_file():
+def unfinished_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run its folder holds but did not finish (no metrics.json), where this
+    process continues that run: Slurm's requeued attempt of a job (SLURM_RESTART_COUNT > 0), or a sweep's
+    run launched again over its folder (a job killed without warning). Lightning's hpc_ckpt_N.ckpt from the
+    requeue signal, or last.ckpt from the last epoch."""
+    from kgqa.cli.sweep_runs import FINISHED, in_multirun
+
+    again = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or in_multirun()
+    if not again or not (run_dir / "run_config.yaml").is_file() or (run_dir / FINISHED).is_file():
         return None
     found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
     found = [p for p in found if p.is_file()]

@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def hydra_main(cfg: DictConfig) -> float:
-    return reporting_errors(evaluate, cfg)[f"{cfg.split}/emf1"]
+    return reporting_errors(evaluate, cfg).get(f"{cfg.split}/emf1")
 
 
 main = command_line_checked("eval", hydra_main)

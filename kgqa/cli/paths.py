@@ -10,7 +10,8 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli.cluster import requeued_checkpoint
+from kgqa.cli.cluster import unfinished_checkpoint
+from kgqa.cli.sweep_runs import FAILED, in_multirun
 from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
 from kgqa.kb.corrections import FOLDER_FILE
@@ -91,9 +92,12 @@ def check_output(key: str, path: Path, kind: str, overwrite: bool) -> None:
 def check_run_folder(cfg: DictConfig) -> None:
     """The run folder (hydra.run.dir, made by Hydra already) holds no earlier run's results, which this run
     would write over (kgqa-eval in a training run's folder: its metrics.json), unless overwrite=true. A resume,
-    and Slurm's requeued attempt of a run, continue the run in its own folder."""
+    Slurm's requeued attempt of a run and a sweep's unfinished run continue the run in its own folder; a sweep's
+    failed run (failed.json) runs again in it."""
     folder = OmegaConf.select(cfg, "output_dir", default=None, throw_on_resolution_failure=False)
-    if not folder or cfg.get("resume") or cfg.get("overwrite", False) or requeued_checkpoint(Path(folder)):
+    if not folder or cfg.get("resume") or cfg.get("overwrite", False) or unfinished_checkpoint(Path(folder)):
+        return
+    if in_multirun() and (Path(folder) / FAILED).is_file():
         return
     held = [name for name in RUN_RESULTS if (Path(folder) / name).exists()]
     if held:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors, with_swept_factors
 from kgqa.cli.checks import check_config
-from kgqa.cli.cluster import requeued_checkpoint
+from kgqa.cli.cluster import unfinished_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
 from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
@@ -37,7 +37,7 @@ def weights_by_absolute_path(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     resume_from = None
-    requeued = None if cfg.resume else requeued_checkpoint(Path(cfg.output_dir))
+    unfinished = None if cfg.resume else unfinished_checkpoint(Path(cfg.output_dir))
     if cfg.resume:
         cfg, resume_from = resumed_config(Path(cfg.resume), cfg, list(HydraConfig.get().overrides.task))
         check_config(cfg)
@@ -46,8 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print(f"kgqa: resume={cfg.output_dir}: the run finished its {epochs} epochs (trainer.max_epochs="
                   f"{cfg.trainer.max_epochs}); its best checkpoint is tested again, nothing trained "
                   f"(give trainer.max_epochs={epochs + 10} to train on)", file=sys.stderr)
-    elif requeued:  # Slurm's new attempt of this job: the same run continues, as resume= would
-        cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=requeued)
+    elif unfinished:  # Slurm's new attempt of this job, or the sweep again: the run continues, as resume= would
+        cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=unfinished)
     else:
         with_swept_factors(cfg)
         weights_by_absolute_path(cfg)
@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
-    return reporting_errors(train, cfg)["val/emf1"]
+    return reporting_errors(train, cfg).get("val/emf1")
 
 
 main = command_line_checked("train", hydra_main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,29 @@ def print_comparison(a: str, b: str, c: Comparison, stage: str, resamples: int, 
 
 
 class SweepSummary(Callback):
-    """Hydra callback: when a multirun ends, tabulate its runs in the sweep directory."""
+    """Hydra callback: when a multirun ends, tabulate its runs in the sweep directory; the runs that failed
+    follow the table (summary.md, and one line each: the run, its error line, its log), and the command
+    ends with status 1. The same command again runs only those (kgqa.cli.sweep_runs)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from kgqa.cli.sweep_runs import FINISHED, failures
+
         root = Path(config.hydra.sweep.dir)
-        found = evaluations(collect(root))
+        for earlier in sorted(p.parent for p in root.glob(f"*/{FINISHED}") if p.stat().st_mtime < self.started):
+            print(f"skipped: {earlier.name}: finished in an earlier launch of this sweep ({FINISHED})")
+        found, failed = evaluations(collect(root)), failures(root)
+        lines = [f"failed: {run.name} ({info['name']}): {info['error']} (log: {info['log']})" for run, info in failed]
         if found:
             write_summary(root, GroupedTable(found))
+        if failed:
+            table = (root / "summary.md").read_text(encoding="utf-8") if found else ""
+            write_text(root / "summary.md", table + "\n## Failed runs\n\n" + "".join(f"- {line}\n" for line in lines))
+            print("\n".join(lines))
+            raise SystemExit(f"kgqa: {len(failed)} run(s) of the sweep failed; run the same command again "
+                             f"(hydra.sweep.dir={root}) to run only the runs that did not finish")
 
 
 def main(argv: list[str] | None = None) -> None:
