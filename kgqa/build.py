@@ -71,6 +71,15 @@ def finish_loggers(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
+def val_and_test_metrics(trainer: L.Trainer, module, dm, ckpt_path: str | None) -> dict[str, float]:
+    """val and test decoded with a checkpoint (a run's best), as a finished run reports them (losses left out)."""
+    metrics: dict[str, float] = {}
+    for evaluate in (trainer.validate, trainer.test):
+        (result,) = evaluate(module, dm, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+        metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
+    return metrics
+
+
 def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """best.ckpt (by val EMF1) and last.ckpt (every epoch, to resume from; Lightning's save_last
     only follows saves of the monitored checkpoint, so it can lag behind)."""

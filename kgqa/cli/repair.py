@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
-from kgqa.build import build_trainer, checkpoint_callbacks, finish_loggers, restore
+from kgqa.build import build_trainer, checkpoint_callbacks, finish_loggers, restore, val_and_test_metrics
 from kgqa.checkpoints import load_checkpoint, resolve_checkpoint
 from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.cli.resume import save_run_files
@@ -73,9 +73,7 @@ def repair(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     trainer.fit(module, dm)
     metrics = {"repair/seconds": round(time.perf_counter() - start, 2), "repair/corrections": float(len(corrections))}
-    for evaluate in (trainer.validate, trainer.test):  # the best checkpoint, as a trained run reports it
-        (result,) = evaluate(module, dm, ckpt_path=best_ckpt.best_model_path, weights_only=True, verbose=False)
-        metrics |= {k: float(v) for k, v in result.items() if not k.endswith("/loss")}
+    metrics |= val_and_test_metrics(trainer, module, dm, best_ckpt.best_model_path)
     if trainer.is_global_zero:
         write_run_metrics(run_dir, cfg.get("factors", {}), metrics, questions=module.question_results, name=cfg.run_name,
                           history=module.val_history, checkpoint=str(Path(best_ckpt.best_model_path).resolve()))

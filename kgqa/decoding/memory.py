@@ -38,6 +38,8 @@ class CorrectionMemory:
         self.kb, self.close, self.when_wrong = kb, close, when_wrong
         self.entries: dict[str, Remembered] = {}  # normalised question -> its correction
         self.stale = 0  # answers a correction would have given, had a KB change not deleted its key
+        self._reported = 0  # of them, those log_stale has reported
+        self._texts: list[str] | None = None  # the entries' questions, for rapidfuzz (made again after an edit)
         self._live = kb.live_mask()
         for c in corrections:
             self.add(c)
@@ -51,10 +53,12 @@ class CorrectionMemory:
         if None in ids:
             absent = (correction.key, *correction.wrong)[ids.index(None)]
             raise DataError(f"correction of {correction.question!r}: the KB has no key {key_text(absent)}")
+        self._texts = None
         self.entries[normalise_question(correction.question)] = Remembered(
             correction, ids[0], frozenset(ids[1:]), normalise_question(correction.key.subject))
 
     def remove(self, question: str) -> bool:
+        self._texts = None
         return self.entries.pop(normalise_question(question), None) is not None
 
     def match(self, question: str, predicted: int | None) -> Remembered | None:
@@ -64,7 +68,9 @@ class CorrectionMemory:
         if found is None and self.entries:
             floor = 100 * min(self.close, self.when_wrong)
             best = -1.0
-            for choice, score, _ in process.extract(text, list(self.entries), scorer=fuzz.ratio, processor=None,
+            if self._texts is None:
+                self._texts = list(self.entries)
+            for choice, score, _ in process.extract(text, self._texts, scorer=fuzz.ratio, processor=None,
                                                     score_cutoff=floor, limit=None):
                 candidate = self.entries[choice]
                 if candidate.subject not in text:
@@ -80,6 +86,8 @@ class CorrectionMemory:
         return found
 
     def log_stale(self) -> None:
-        if self.stale:
+        """One warning for the stale corrections met since the last one (the Answerer calls it per batch)."""
+        new, self._reported = self.stale - self._reported, self.stale
+        if new:
             log.warning("correction memory: %d answer(s) not corrected: the correction's key was deleted from the "
-                        "KB since (remove or renew those corrections)", self.stale)
+                        "KB since (remove or renew those corrections)", new)
