@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--ckpt", help="a kgqa checkpoint (data=kgclue kb=synth) instead of training; its size replaces --sizes")
     parser.add_argument("--model-dir", help="keep trained weights here (<size>-<steps>.pt): loaded when present, else trained and saved")
-    parser.add_argument("--batch-size", type=int, default=128, help="questions per beam_search call (data.eval_batch_size)")
+    parser.add_argument("--batch-size", type=int, default=128, help="questions per beam_search call (data.module.eval_batch_size)")
     parser.add_argument("--repeats", type=int, default=3, help="project runs per setting; the median time counts")
     parser.add_argument("--by-length", action="store_true", help="batch the project's questions by length (see run_project)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")

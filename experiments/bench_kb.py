@@ -1,27 +1,32 @@
-"""Knowledge.txt → a ready KB folder, and the folder loaded back (issue 13), read by Arrow against the
-line-by-line reader of the commit before it, side by side.
+"""Knowledge.txt → a ready KB folder with the command users run, and the folder loaded back.
 
-    python experiments/bench_kb.py --scale 1.0 --baseline-scale 0.1 --work /tmp/bench_kb
+    python experiments/bench_kb.py --scale 1.0 --work /tmp/bench_kb
+    python experiments/bench_kb.py --scale 0 --baseline-scale 0.1 --before REV   # REV and this checkout, side by side
 
-A user starts from a Knowledge.txt (`kgqa-kb kb=file kb.path=... out=DIR`, then runs with
-`kb=folder kb.path=DIR`). A Knowledge.txt with the official KB's statistics times --scale is
-written (bench_trie's keys; objects drawn from the QA answers); each step runs in a fresh
-process, so its peak RSS is its own, as kgqa-kb does it:
+A Knowledge.txt with the official KB's statistics times --scale is written (bench_trie's keys;
+objects drawn from the QA answers), then:
 
-- build: the KB read from Knowledge.txt, the character vocabulary of its strings, and the folder
-  written (`KbFolder.create`: Knowledge.txt, vocab.json, kb/ columns, the spm key trie);
-- load: the folder loaded as a run does (`KbFolder(DIR).kb` and its saved trie), answers looked up.
+- build: `kgqa-kb data=kgclue kb=file kb.path=Knowledge.txt out=DIR`, the command of the README, as a
+  subprocess of a fresh wrapper process that reports its wall time and the peak RSS of it and its
+  children (getrusage RUSAGE_CHILDREN), so this figure and what users run cannot drift apart;
+- load: the folder loaded as a run does (`KbFolder(DIR).kb` and its saved trie), answers looked up;
+- foreign tokenizer: a tokenizer that did not build the folder (its vocabulary in another order) asks
+  for the trie twice, each in a fresh process: the first builds it and keeps it in the folder, the
+  second loads what the first kept; its load time beside the folder's own trie's.
 
-`arrow` is this checkout (kgqa.kb.arrow_reader); `lines` is the code of --before (by default
-the commit this branch started from, extracted with git archive), run at --baseline-scale only.
-Prints the numbers and writes experiments/results/bench_kb_arrow-<scale>.json, with the load average
+`after` is this checkout (its kgqa-kb console script); with --before, `before` is the code of REV
+(kgqa/ and conf/, extracted with git archive, run as `python -m kgqa.cli.kb`) at --baseline-scale,
+side by side with this checkout on the same file, and whether the two folders hold the same bytes.
+Prints the numbers and writes experiments/results/bench_kb-<scale>.json, with the load average
 (the machine is shared) before and after each step.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +37,7 @@ import numpy as np
 
 from bench_trie import ROOT, generate_keys, in_fresh_process, qa_answers, reset_peak_rss, rss_mb
 
-BEFORE = "683e8311"  # the commit before the Arrow reader: KnowledgeBase(read_knowledge(path)), strings as JSON
+ORDER = "spm"
 
 
 def write_knowledge_file(scale: float, qa_root: Path, path: Path) -> dict:
@@ -58,36 +63,63 @@ def step(out: dict, name: str, fn):
     return value
 
 
-def worker(kind: str, path: Path, work: Path) -> dict:
-    """kind: build or load, with the kgqa on PYTHONPATH (this checkout, or the one before)."""
-    from kgqa.data.tokenizer import CharTokenizer
-    try:
-        from kgqa.kb.folder import KbFolder
-    except ImportError:  # the code of --before, from before kgqa/kb/
-        from kgqa.kbfolder import KbFolder
+def measured(command: list[str]) -> dict:
+    """Run `command` from this (fresh) process: its wall time, exit status and the peak RSS of it and its
+    children; its output is kept only when it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    out = {"seconds": round(time.perf_counter() - start, 2), "rc": proc.returncode,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+    if proc.returncode:
+        out["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
+    return out
+
+
+def kb_command(code: Path, path: Path, folder: Path, qa_root: Path) -> tuple[list[str], dict]:
+    """The README's command for the code at `code`, and its environment: this checkout's console script,
+    or `python -m kgqa.cli.kb` with another checkout first on the path."""
+    args = ["data=kgclue", f"data.root={qa_root}", "kb=file", f"kb.path={path}", f"out={folder}"]
+    if code == ROOT:
+        return [str(Path(sys.executable).with_name("kgqa-kb")), *args], dict(os.environ)
+    return [sys.executable, "-m", "kgqa.cli.kb", *args], dict(os.environ, PYTHONPATH=str(code))
+
+
+def run_build(code: Path, path: Path, work: Path, qa_root: Path) -> dict:
+    """kgqa-kb writing work/folder, measured by a fresh wrapper process (its RUSAGE_CHILDREN is this command's alone)."""
+    folder = work / "folder"
+    shutil.rmtree(folder, ignore_errors=True)
+    command, env = kb_command(code, path, folder, qa_root)
+    print(f"running {' '.join(command)} ...", file=sys.stderr, flush=True)
+    wrapper = subprocess.run([sys.executable, __file__, "--measure", "--", *command], env=env, capture_output=True,
+                             text=True, check=True)
+    out = {"command": " ".join(command), "loadavg_at_start": os.getloadavg(), **json.loads(wrapper.stdout)}
+    out["loadavg_at_end"] = os.getloadavg()
+    if out["rc"]:
+        raise RuntimeError(f"{out['command']} failed:\n{out['output_tail']}")
+    return out
+
+
+def foreign_tokenizer(saved):
+    """A tokenizer that did not build the folder: its characters in reverse order (a model trained on
+    another KB numbers them otherwise), so the folder's own trie does not serve it."""
+    from kgqa.data.tokenizer import SPECIAL_TOKENS, CharTokenizer
+    return CharTokenizer(list(SPECIAL_TOKENS) + saved.vocab[len(SPECIAL_TOKENS) :][::-1])
+
+
+def worker(kind: str, work: Path) -> dict:
+    """kind: load (the folder and its own trie) or foreign (the trie for foreign_tokenizer)."""
+    from kgqa.kb.folder import KbFolder
 
     reset_peak_rss()
     out = {"loadavg_at_start": os.getloadavg(), "rss_at_start_mb": round(rss_mb("VmRSS"))}
     folder_path = work / "folder"
-    if kind == "build":
-        try:
-            from kgqa.kb.arrow_reader import read_knowledge_kb
-        except ImportError:  # the line-by-line code, from before kgqa/kb/
-            from kgqa.data.kb import KnowledgeBase
-            from kgqa.data.kgclue import read_knowledge
-            kb = step(out, "read", lambda: KnowledgeBase(read_knowledge(path)))
-            tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(kb.strings()))
-        else:
-            kb = step(out, "read", lambda: read_knowledge_kb(path))
-            tokenizer = step(out, "tokenizer", lambda: CharTokenizer.build(kb.characters()))
-        out["keys"] = len(kb)
-        shutil.rmtree(folder_path, ignore_errors=True)
-        step(out, "write_folder", lambda: KbFolder.create(folder_path, kb, tokenizer, ["spm"]))
-        out["ready_folder_seconds"] = round(sum(out[f"{s}_seconds"] for s in ("read", "tokenizer", "write_folder")), 2)
+    folder = KbFolder(folder_path)
+    kb = step(out, "load_kb", lambda: folder.kb)
+    if kind == "foreign":
+        keyspace = step(out, "trie", lambda: folder.keyspace(kb, foreign_tokenizer(folder.saved_tokenizer), ORDER))
+        assert keyspace.trie.num_keys == len(kb)
     else:  # load: what a run with kb=folder pays
-        folder = KbFolder(folder_path)
-        kb = step(out, "load_kb", lambda: folder.kb)
-        keyspace = step(out, "load_trie", lambda: folder.keyspace(kb, folder.saved_tokenizer, "spm"))
+        keyspace = step(out, "load_trie", lambda: folder.keyspace(kb, folder.saved_tokenizer, ORDER))
         out["load_seconds"] = round(out["load_kb_seconds"] + out["load_trie_seconds"], 2)
         rng = np.random.default_rng(0)
         ids = rng.integers(0, len(kb), 1000).tolist()
@@ -104,17 +136,24 @@ def worker(kind: str, path: Path, work: Path) -> dict:
     return out
 
 
-def run_worker(kind: str, code: Path, path: Path, work: Path) -> dict:
-    """A worker in a fresh process, with `code` (a folder holding kgqa/) first on its path."""
-    cmd = ["env", f"PYTHONPATH={code}", sys.executable, __file__, "--worker", kind, "--knowledge", str(path),
-           "--work", str(work)]
-    return in_fresh_process(cmd, f"{kind} with {code} on {path}")
+def run_worker(kind: str, work: Path) -> dict:
+    return in_fresh_process([sys.executable, __file__, "--worker", kind, "--work", str(work)], f"{kind} in {work}")
 
 
-def same_folders(a: Path, b: Path) -> bool:
-    """Whether two folders hold the same Knowledge.txt and vocabulary: the same KB, keys, ids and objects
-    (the trie test of the same KB is in tests/test_kb_arrow.py)."""
-    return all((a / name).read_bytes() == (b / name).read_bytes() for name in ("Knowledge.txt", "vocab.json"))
+def folder_digest(folder: Path) -> dict[str, str]:
+    """Per file of a KB folder, the SHA-256 of its bytes; the JSON headers without the times they record
+    (of files written at another moment), so two folders written from one file compare equal."""
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"):
+        data = path.read_bytes()
+        if path.suffix == ".json" and path.name != "vocab.json":
+            header = json.loads(data)
+            header["files"] = {name: entry[:2] for name, entry in header.get("files", {}).items()}
+            if isinstance(header.get("source"), dict):
+                header["source"].pop("mtime_ns", None)
+            data = json.dumps(header, sort_keys=True).encode()
+        digests[str(path.relative_to(folder))] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def measure(scale: float, args, codes: dict[str, Path]) -> dict:
@@ -126,50 +165,54 @@ def measure(scale: float, args, codes: dict[str, Path]) -> dict:
     result = {"scale": scale, "generated": stats, "generate_seconds": round(time.perf_counter() - start, 1),
               "knowledge_bytes": path.stat().st_size}
     for name, code in codes.items():
-        result[name] = {kind: run_worker(kind, code, path, work / name) for kind in ("build", "load")}
-    if len(codes) > 1:
-        result["same_knowledge_and_vocab"] = same_folders(*(work / name / "folder" for name in codes))
+        result[name] = {"build": run_build(code, path, work / name, args.qa_root)}
+    if "before" in codes:
+        result["same_folder_bytes"] = folder_digest(work / "before" / "folder") == folder_digest(work / "after" / "folder")
+        result["before_over_after"] = {k: round(result["before"]["build"][k] / max(result["after"]["build"][k], 1e-9), 2)
+                                       for k in ("seconds", "peak_rss_mb")}
+    after = work / "after"
+    result["after"]["load"] = run_worker("load", after)
+    first, second = run_worker("foreign", after), run_worker("foreign", after)
+    result["foreign_tokenizer"] = {"first": first, "second": second, "second_over_own_trie_load": round(
+        second["trie_seconds"] / max(result["after"]["load"]["load_trie_seconds"], 1e-9), 2)}
     shutil.rmtree(work, ignore_errors=True)
     return result
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--measure"]:  # the wrapper process of run_build
+        print(json.dumps(measured(sys.argv[3:])))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="times the official KB's size")
-    parser.add_argument("--baseline-scale", type=float, default=0.1, help="KB size run by both readers; 0: skip")
-    parser.add_argument("--before", default=BEFORE, help="the git revision whose reader is the baseline")
+    parser.add_argument("--scale", type=float, default=1.0, help="times the official KB's size; 0: skip")
+    parser.add_argument("--baseline-scale", type=float, default=0.1, help="KB size run by --before and this checkout")
+    parser.add_argument("--before", default=None, help="a git revision to run side by side with this checkout")
     parser.add_argument("--qa-root", type=Path, default=ROOT.parent / "shared" / "kgclue")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_kb"), help="where the files go (removed after)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default experiments/results/bench_kb_arrow-<scale>.json)")
-    parser.add_argument("--worker", choices=("build", "load"), help=argparse.SUPPRESS)
-    parser.add_argument("--knowledge", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default experiments/results/bench_kb-<scale>.json)")
+    parser.add_argument("--worker", choices=("load", "foreign"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.knowledge, args.work)))
+        print(json.dumps(worker(args.worker, args.work)))
         return
     cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     results = {"command": "python experiments/bench_kb.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(),
                "cpu": cpu, "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "before": args.before}
-    out = args.out or ROOT / "experiments" / "results" / f"bench_kb_arrow-{args.scale}.json"
+    out = args.out or ROOT / "experiments" / "results" / f"bench_kb-{args.scale or args.baseline_scale}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.baseline_scale:
-        before = args.work / "before"
+    if args.before:
+        before = args.work / "before-code"
         shutil.rmtree(before, ignore_errors=True)
         before.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "kgqa"], check=True, capture_output=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "kgqa", "conf"], check=True,
+                                 capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-        side = measure(args.baseline_scale, args, {"lines": before, "arrow": ROOT})
-        side["lines_over_arrow"] = {f"{kind}.{k}": round(side["lines"][kind][k] / max(side["arrow"][kind][k], 1e-9), 2)
-                                    for kind, keys in (("build", ("read_seconds", "ready_folder_seconds",
-                                                                  "write_folder_peak_rss_mb")),
-                                                       ("load", ("load_seconds", "load_trie_peak_rss_mb")))
-                                    for k in keys}
-        results["side_by_side"] = side
-        print(json.dumps(side, indent=1), flush=True)
+        results["side_by_side"] = measure(args.baseline_scale, args, {"before": before, "after": ROOT})
+        print(json.dumps(results["side_by_side"], indent=1), flush=True)
         out.write_text(json.dumps(results, indent=1))
     if args.scale:
-        results["at_scale"] = measure(args.scale, args, {"arrow": ROOT})
+        results["at_scale"] = measure(args.scale, args, {"after": ROOT})
         print(json.dumps(results["at_scale"], indent=1))
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")

@@ -4,8 +4,8 @@ A real `kgqa-train` setup (the train config composed by Hydra, the project's dat
 module and Lightning Trainer), fitted for a fixed number of steps without validation; the
 clock starts after `--warmup` steps. Side by side in one process, for each size:
 
-- bucketed: the data module's length-bucketed batches (data.batches_per_bucket=50);
-- shuffled: plain shuffled batches (data.batches_per_bucket=1), each padded to its longest pair.
+- bucketed: the data module's length-bucketed batches (data.module.batches_per_bucket=50);
+- shuffled: plain shuffled batches (data.module.batches_per_bucket=1), each padded to its longest pair.
 
 The ratio is the gain of bucketing (less padding). Writes experiments/results/bench_train-<date>-<device>.json.
 
@@ -70,8 +70,8 @@ def config(overrides: list[str]):
 
 def measure(size: str, bucketed: bool, args, work: Path) -> dict:
     cfg = config(["data=kgclue", f"data.root={args.root}", f"size={size}", f"trainer={args.trainer}", "logger=csv",
-                  f"data.batch_size={args.batch_size}", f"data.batches_per_bucket={50 if bucketed else 1}",
-                  f"data.num_workers={args.num_workers}", f"backbone={args.backbone}", f"output_dir={work}", *args.set])
+                  f"data.module.batch_size={args.batch_size}", f"data.module.batches_per_bucket={50 if bucketed else 1}",
+                  f"data.module.num_workers={args.num_workers}", f"backbone={args.backbone}", f"output_dir={work}", *args.set])
     dm = build_datamodule(cfg)
     dm.setup()
     module = build_module(cfg, dm.tokenizer.vocab_size)

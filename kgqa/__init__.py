@@ -10,6 +10,7 @@ One question travels one path, one module per arrow:
     → look-ahead   kgqa/decoding/processors.py  the re-weighting rules of conf/lookahead/
     → beam      kgqa/decoding/beam.py        batched, KV-cached beam search
     → key id    kgqa/kb/keyspace.py          a trie leaf is the id of one (S, P, M) key
+    (→ memory   kgqa/decoding/memory.py      a corrected question's key instead: kgqa/kb/corrections.py)
     → KB        kgqa/kb/columns.py           the key's objects
     → answer    kgqa/decoding/answerer.py    Answerer: questions in, (key, object, confidence) out
 

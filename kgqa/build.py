@@ -18,16 +18,28 @@ from kgqa.errors import CheckpointError
 from kgqa.module import KgqaModule
 
 
+DATAMODULE_KEYS = ("batch_size", "eval_batch_size", "max_question_len", "batches_per_bucket", "num_workers")
+
+
+def datamodule_config(data: DictConfig) -> DictConfig:
+    """data.module: the data module's _target_ and own settings. A run saved before they had that node
+    kept the settings flat in data (data.batch_size, ...): they are read from there, under what is in data.module
+    (a resume's data.module.num_workers)."""
+    target = {"_target_": f"{KgqaDataModule.__module__}.{KgqaDataModule.__qualname__}"}
+    saved_flat = {k: data[k] for k in DATAMODULE_KEYS if k in data}
+    return OmegaConf.merge(target, saved_flat, data.get("module") or {})
+
+
 def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> KgqaDataModule:
-    d = cfg.data
-    return KgqaDataModule(instantiate(d.source), instantiate(cfg.kb), target=cfg.target, batch_size=d.batch_size,
-                          eval_batch_size=d.eval_batch_size, max_question_len=d.max_question_len,
-                          num_workers=d.get("num_workers", 0), batches_per_bucket=d.get("batches_per_bucket", 50),
-                          pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
-                          augment=instantiate(cfg.augment) if cfg.get("augment") else None,
-                          trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0,
-                          candidates=OmegaConf.select(cfg, "loss.candidates", default=0)
-                          if OmegaConf.select(cfg, "loss.sequence_loss", default=0.0) > 0 else 0)
+    """cfg.data.module, given the sources (data.source, kb) and what it serves the rest of the run: the target
+    order, the backbone's vocabulary, the restored tokenizer, the augmentation and the loss's extra targets."""
+    sequence_loss = OmegaConf.select(cfg, "loss.sequence_loss", default=0.0) > 0
+    return instantiate(datamodule_config(cfg.data), instantiate(cfg.data.source), instantiate(cfg.kb),
+                       target=cfg.target, pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
+                       augment=instantiate(cfg.augment) if cfg.get("augment") else None,
+                       trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0,
+                       candidates=OmegaConf.select(cfg, "loss.candidates", default=0) if sequence_loss else 0,
+                       _recursive_=False)
 
 
 def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
@@ -61,6 +73,15 @@ def finish_loggers(trainer: L.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
+
+
+def val_and_test_metrics(trainer: L.Trainer, module, dm, ckpt_path: str | None) -> dict[str, float]:
+    """val and test decoded with a checkpoint (a run's best), as a finished run reports them (losses left out)."""
+    metrics: dict[str, float] = {}
+    for evaluate in (trainer.validate, trainer.test):
+        (result,) = evaluate(module, dm, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+        metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
+    return metrics
 
 
 def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpoint]:

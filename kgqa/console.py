@@ -8,11 +8,13 @@ from typing import Any
 import rich
 import rich.syntax
 import rich.tree
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
+@rank_zero_only  # a DDP run starts the entry point once per process: the first one prints
 def print_config(cfg: DictConfig) -> None:
     tree = rich.tree.Tree("config", style="dim")
     for key, value in cfg.items():
@@ -23,6 +25,7 @@ def print_config(cfg: DictConfig) -> None:
         print(f"run folder: {cfg.output_dir}")
 
 
+@rank_zero_only
 def print_metrics(metrics: dict[str, Any]) -> None:
     for name in sorted(metrics):
         print(f"{name}: {float(metrics[name]):.4f}")

@@ -164,6 +164,11 @@ class KgqaDataModule(L.LightningDataModule):
         ids = sorted({t.pad_id, t.unk_id, t.cls_id, t.sep_id} | {i for c in chars for i in t.encode(c)})
         return None if len(ids) == t.vocab_size else torch.tensor(ids)
 
+    @cached_property
+    def homonym_subjects(self) -> set[str]:
+        """Subject names with two or more meanings in the KB, for em_homonym (found once per data module)."""
+        return self.kb.homonym_subjects()
+
     # --- checkpoint: the tokenizer and a description of the KB travel with the weights ---
     def state_dict(self) -> dict[str, Any]:
         return {"kb": self.kb_fingerprint} | self.tokenizer.state()

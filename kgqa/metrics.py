@@ -45,13 +45,24 @@ class KgclueMetric(Metric):
             self.add_state(f"em_{f}", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"f1_{f}", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("homonyms", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("em_homonym", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("in_beam", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, predicted: list[Triple], gold: list[Triple]) -> None:
+    def update(self, predicted: list[Triple], gold: list[Triple], homonym: list[bool] | None = None,
+               in_beam: list[bool] | None = None) -> None:
+        """`homonym`: per question, whether its gold subject has two or more meanings in the KB (em_homonym);
+        `in_beam`: whether the gold key is among the final beam's keys (oracle: the headroom over the first)."""
         for p, g in zip(predicted, gold, strict=True):
             pf, gf = triple_fields(p), triple_fields(g)
             for f in FIELDS:
                 setattr(self, f"em_{f}", getattr(self, f"em_{f}") + exact_match(pf[f], gf[f]))
                 setattr(self, f"f1_{f}", getattr(self, f"f1_{f}") + lcs_f1(pf[f], gf[f]))
+        for p, g, h in zip(predicted, gold, homonym or [], strict=False):
+            if h:
+                self.homonyms += 1
+                self.em_homonym += exact_match(p.obj, g.obj)
+        self.in_beam += sum(in_beam or [])
         self.count += len(gold)
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -62,4 +73,6 @@ class KgclueMetric(Metric):
             out[f"em{suffix}"] = getattr(self, f"em_{f}") / n
             out[f"f1{suffix}"] = getattr(self, f"f1_{f}") / n
         out["emf1"] = 0.5 * out["em"] + 0.5 * out["f1"]
+        out["em_homonym"] = self.em_homonym / self.homonyms.clamp(min=1)  # 0 when no question has a homonym
+        out["oracle"] = self.in_beam.double() / n
         return out

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import SumMetric
 from transformers import get_linear_schedule_with_warmup
 
 from kgqa.decoding.answerer import Answerer, answerer_from_config
@@ -23,7 +24,7 @@ from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
 from kgqa.model import UniLM, build_backbone, load_pretrained_head
 
-WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence"]
+WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence", "from_memory"]
 QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons
 
 
@@ -57,6 +58,9 @@ class KgqaModule(L.LightningModule):
         if arch.get("pretrained"):
             load_pretrained_head(self.model, backbone["arch"], arch["pretrained"])
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
+        self.from_memory = torch.nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})  # answers the memory gave
+        self.corrections: str | None = None  # a corrections file (or KB folder) for the correction memory
+        self.homonym_subjects: set[str] = set()  # subject names with two or more meanings in the KB (em_homonym)
         self.answerer: Answerer | None = None
         self.loss_vocabulary: torch.Tensor | None = None  # set in setup: the ids the loss's softmax runs over
         self.wrong_answers: list[list[Any]] = []
@@ -78,8 +82,10 @@ class KgqaModule(L.LightningModule):
         """Decode val/test from now on with `lookahead` (a rule config, a list of them, or None) over
         `dm`'s KB, its metrics named "<stage>/<tag>/..." (no tag: the run's own rule)."""
         self.eval_tag, self.lookahead_cfg = tag, lookahead
-        self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, self.hparams.decode, lookahead,
-                                             dm.max_question_len, dm.eval_batch_size)
+        whole_beam = {**self.hparams.decode, "num_return": self.hparams.decode["beam"]}  # the first answers, and the oracle
+        self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, whole_beam, lookahead,
+                                             dm.max_question_len, dm.eval_batch_size, self.corrections)
+        self.homonym_subjects = dm.homonym_subjects
 
     def on_train_epoch_start(self) -> None:
         """Dropout draws depend only on (seed, epoch, rank): a run resumed at an epoch boundary
@@ -139,9 +145,13 @@ class KgqaModule(L.LightningModule):
         examples = batch["examples"]
         loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], vocabulary=self.loss_vocabulary)
         self.log(f"{stage}/loss", loss, batch_size=len(examples), sync_dist=True)
-        answers = [a[0] for a in self.answerer(self.model, [e.question for e in examples])]
-        self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples])
-        self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4)]
+        beams = self.answerer(self.model, [e.question for e in examples])
+        answers = [a[0] for a in beams]
+        self.metrics[stage].update([a.triple for a in answers], [e.triple for e in examples],
+                                   homonym=[e.triple.key.subject in self.homonym_subjects for e in examples],
+                                   in_beam=[any(a.triple.key == e.triple.key for a in beam) for e, beam in zip(examples, beams)])
+        self.from_memory[stage].update(sum(a.from_memory for a in answers))
+        self.wrong_answers += [[e.question, e.triple.answer(), a.triple.answer(), round(a.confidence, 4), a.from_memory]
                                for e, a in zip(examples, answers) if a.triple != e.triple]
         self.question_rows += [[e.id, f"{a.triple.key.full_subject} ||| {a.triple.key.predicate}",
                                 bool(exact_match(a.triple.obj, e.triple.obj)), a.confidence]
@@ -150,15 +160,18 @@ class KgqaModule(L.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         prefix = f"{stage}/{self.eval_tag}/" if self.eval_tag else f"{stage}/"
         metrics = {f"{prefix}{name}": value.float() for name, value in self.metrics[stage].compute().items()}
-        for name, value in metrics.items():
-            self.log(name, value, prog_bar=name.endswith("/em"))
+        if self.answerer is not None and self.answerer.memory is not None:
+            metrics[f"{prefix}from_memory"] = self.from_memory[stage].compute().float()
+        self.from_memory[stage].reset()
+        for name, value in metrics.items():  # torchmetrics synced them: the same on every rank, as sync_dist keeps them
+            self.log(name, value, prog_bar=name.endswith("/em"), sync_dist=True)
         self.metrics[stage].reset()
         rows, questions = self._gather(self.wrong_answers), self._gather(self.question_rows)
         self.wrong_answers, self.question_rows = [], []
         scored = [(confidence, correct) for _, _, correct, confidence in questions]  # for calibration
         if scored:  # gathered on every rank, so every rank logs the same value
             confidence, correct = np.array(scored, dtype=float).T
-            self.log(f"{prefix}ece", expected_calibration_error(confidence, correct))
+            self.log(f"{prefix}ece", expected_calibration_error(confidence, correct), sync_dist=True)
         questions = [[*q[:3], round(q[3], 4)] for q in questions]
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:

@@ -378,6 +378,12 @@ def gather_rows(tokens, starts, lengths, order, dtype, chunk: int = 1 << 20) -> 
     return out, offsets.astype(smallest_uint(int(offsets[-1])))
 
 
+def index_dtype(n: int) -> np.dtype:
+    """int32 for positions among n rows or nodes while they fit (all of KgCLUE's), else int64: the build's
+    arrays of one position per row stay half the size."""
+    return np.dtype(np.int32 if n < 2**31 - 1 else np.int64)
+
+
 def previous_smaller(values: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     """For each i in 1 .. len-2, the nearest j < i with values[j] < values[i].
 
@@ -385,7 +391,7 @@ def previous_smaller(values: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     pointer until it lands on a smaller value, all pointers at once (about log n rounds). First
     within chunks, not past a chunk's start (small arrays, reused from the cache), then the few
     pointers left at a chunk's start, over the whole array."""
-    ptr = np.arange(-1, len(values) - 1)
+    ptr = np.arange(-1, len(values) - 1, dtype=index_dtype(len(values)))
 
     def jump(todo: np.ndarray, floor: int) -> None:
         while len(todo):
@@ -396,7 +402,7 @@ def previous_smaller(values: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
 
     for a in range(1, len(values) - 1, chunk):
         jump(np.arange(a, min(a + chunk, len(values) - 1)), a)
-    todo = np.arange(1, len(values) - 1)
+    todo = np.arange(1, len(values) - 1, dtype=ptr.dtype)
     jump(todo[values[ptr[todo]] >= values[todo]], 0)
     return ptr
 
@@ -407,51 +413,62 @@ def first_of_interval(lcp: np.ndarray, left: np.ndarray) -> np.ndarray:
     int16), cheaper than finding the previous smaller-or-equal by pointer jumping."""
     n = len(lcp) - 1
     by_value = np.argsort(lcp.astype(np.int16), kind="stable")
-    previous_same = np.full(n + 1, -1, dtype=np.int64)  # the last position before each with the same lcp
+    previous_same = np.full(n + 1, -1, dtype=left.dtype)  # the last position before each with the same lcp
     same = lcp[by_value[1:]] == lcp[by_value[:-1]]
     previous_same[by_value[1:][same]] = by_value[:-1][same]
     return previous_same[1:n] < left[1:n]
 
 
-def internal_nodes(tokens: np.ndarray, offsets: np.ndarray, lcp: np.ndarray) -> tuple[np.ndarray, ...]:
+def internal_nodes(tokens: np.ndarray, offsets: np.ndarray, lcp: np.ndarray, chunk: int = 1 << 20) -> tuple[np.ndarray, ...]:
     """depth, key_lo, key_hi, child_lo, child, child_token of the trie over the sorted rows.
 
     The branching nodes are the lcp-intervals: for an lcp value d at position i, the rows from
     the previous position with lcp < d to the next one share d tokens. Numbered in preorder
-    (by first row, then depth), with the root first and DEAD last."""
+    (by first row, then depth), with the root first and DEAD last. The children (the nodes but the
+    root and DEAD, then the leaves) are found a chunk at a time into arrays of the smallest types,
+    and each intermediate goes once used: at 20M keys this is the peak of writing a KB folder."""
     n = len(lcp) - 1
     left = previous_smaller(lcp)
-    right = n - previous_smaller(lcp[::-1].copy())[::-1]
-    first = first_of_interval(lcp, left)
-    at = np.flatnonzero(first & (lcp[1:n] > 0)) + 1  # depth 0 is the root
-    preorder = np.argsort(left[at] * (MAX_LENGTH + 1) + lcp[at])
-    at = at[preorder]
+    at = np.flatnonzero(first_of_interval(lcp, left) & (lcp[1:n] > 0)) + 1  # depth 0 is the root
+    at = at[np.argsort(left[at].astype(np.int64) * (MAX_LENGTH + 1) + lcp[at])]  # preorder
     depth = np.concatenate([[0], lcp[at], [0]]).astype(np.uint16)
     key_lo = np.concatenate([[0], left[at], [0]])
-    key_hi = np.concatenate([[n], right[at], [0]])
+    key_hi = np.concatenate([[n], n - previous_smaller(lcp[::-1].copy())[::-1][at], [0]])
+    del at
     num_internal = len(depth)
+    inner = num_internal - 2  # children that are internal nodes; the leaves follow them
     node_keys = key_lo[1:-1] * (MAX_LENGTH + 1) + depth[1:-1]
 
-    def parent(first_row: np.ndarray, end_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Parent node and its depth, for children spanning first_row .. end_row-1."""
+    count = inner + n
+    first_rows = np.empty(count, dtype=index_dtype(n + 1))
+    first_rows[:inner], first_rows[inner:] = key_lo[1:-1], np.arange(n)
+    parents = np.empty(count, dtype=index_dtype(num_internal))
+    child_tokens = np.empty(count, dtype=tokens.dtype)
+    for a in range(0, count, chunk):  # each child's parent: the node of the larger lcp at its ends
+        b = min(a + chunk, count)
+        first_row = first_rows[a:b]
+        end_row = first_row + 1  # a leaf's; a node's is its key_hi
+        end_row[: max(min(b, inner) - a, 0)] = key_hi[1 + a : 1 + min(b, inner)]
         parent_depth = np.maximum(lcp[first_row], lcp[end_row])
-        parent_lo = np.where(lcp[first_row] < parent_depth, first_row, left[first_row])
+        parent_lo = np.where(lcp[first_row] < parent_depth, first_row, left[first_row]).astype(np.int64)
         found = np.searchsorted(node_keys, parent_lo * (MAX_LENGTH + 1) + parent_depth) + 1
-        return np.where(parent_depth > 0, found, 0), np.maximum(parent_depth, 0)
-
-    rows = np.arange(n)
-    inner_parent, inner_parent_depth = parent(key_lo[1:-1], key_hi[1:-1])
-    leaf_parent, leaf_parent_depth = parent(rows, rows + 1)
-    parents = np.concatenate([inner_parent, leaf_parent])
-    child_first_row = np.concatenate([key_lo[1:-1], rows])
-    child_ids = np.concatenate([np.arange(1, num_internal - 1), num_internal + rows])
-    child_tokens = tokens[offsets[child_first_row].astype(np.int64) + np.concatenate([inner_parent_depth, leaf_parent_depth])]
-    by_parent = np.argsort(parents * (n + 1) + child_first_row)  # a node's children in row order = token order
+        parents[a:b] = np.where(parent_depth > 0, found, 0)
+        child_tokens[a:b] = tokens[offsets[first_row].astype(np.int64) + np.maximum(parent_depth, 0)]
+    del left, node_keys
     child_lo = np.zeros(num_internal + 1, dtype=np.int64)
     np.cumsum(np.bincount(parents, minlength=num_internal), out=child_lo[1:])
+    by_parent = parents.astype(np.int64) * (n + 1)
+    del parents
+    by_parent += first_rows
+    del first_rows
+    by_parent = np.argsort(by_parent)  # a node's children in row order = token order
+    child = np.empty(count, dtype=smallest_uint(num_internal + n))
+    for a in range(0, count, chunk):  # child i < inner is node i + 1, the others are the leaves
+        which = by_parent[a : a + chunk]
+        child[a : a + chunk] = np.where(which < inner, which + 1, which - inner + num_internal)
     row_dtype = smallest_uint(n)
     return (depth, key_lo.astype(row_dtype), key_hi.astype(row_dtype), child_lo.astype(smallest_uint(int(child_lo[-1]))),
-            child_ids[by_parent].astype(smallest_uint(num_internal + n)), child_tokens[by_parent])
+            child, child_tokens[by_parent])
 
 
 ADDED_BITS = 20  # an overlay holds up to ~500k added keys; merge it before that

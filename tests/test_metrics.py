@@ -50,6 +50,7 @@ EXPECTED = {
     "em_triple": (1 + 0 + 0) / 3, "f1_triple": (1 + 26 / 37 + 68 / 69) / 3,
 }
 EXPECTED["emf1"] = 0.5 * EXPECTED["em"] + 0.5 * EXPECTED["f1"]
+EXPECTED |= {"em_homonym": 0.0, "oracle": 0.0}  # neither told (update's homonym=, in_beam=)
 
 
 def test_hand_counts():
@@ -80,7 +81,22 @@ def test_metric_in_chunks_equals_one_chunk():
     metric.reset()
     metric.update([PAIRS[1][0]], [PAIRS[1][1]])
     check(metric.compute(), {"em_s": 1, "f1_s": 1, "em_p": 0, "f1_p": 0.25, "em": 0, "f1": 0, "em_triple": 0,
-                             "f1_triple": 26 / 37, "emf1": 0})
+                             "f1_triple": 26 / 37, "emf1": 0, "em_homonym": 0, "oracle": 0})
+
+
+def test_em_on_homonymous_subjects_and_the_beams_oracle_rate_by_hand():
+    """em_homonym: EM over the questions flagged homonym only; oracle: the share whose gold key is in the beam."""
+    metric = KgclueMetric()
+    predicted, gold = [p for p, _ in PAIRS], [g for _, g in PAIRS]
+    metric.update(predicted[:2], gold[:2], homonym=[True, True], in_beam=[True, True])  # EM 1, 0
+    metric.update(predicted[2:], gold[2:], homonym=[False], in_beam=[False])  # EM 0, not a homonym
+    result = metric.compute()
+    assert result["em_homonym"].item() == pytest.approx(1 / 2) and result["oracle"].item() == pytest.approx(2 / 3)
+    a, b = KgclueMetric(), KgclueMetric()  # over two ranks' states, the same
+    a.update(predicted[:1], gold[:1], homonym=[True], in_beam=[True])
+    b.update(predicted[1:], gold[1:], homonym=[True, False], in_beam=[True, False])
+    a.merge_state(b)
+    assert a.compute()["em_homonym"].item() == pytest.approx(1 / 2) and a.compute()["oracle"].item() == pytest.approx(2 / 3)
 
 
 def rank_metrics():
@@ -104,7 +120,7 @@ def test_summed_states_equal_one_metric():
     total = KgclueMetric()
     total.merge_state({name: getattr(a, name) + getattr(b, name) for name in a._defaults})
     check(total.compute())
-    assert set(a._defaults) == {f"{m}_{f}" for m in ("em", "f1") for f in FIELDS} | {"count"}
+    assert set(a._defaults) == {f"{m}_{f}" for m in ("em", "f1") for f in FIELDS} | {"count", "homonyms", "em_homonym", "in_beam"}
     assert all(a._reductions[name] is not None for name in a._defaults)
 
 

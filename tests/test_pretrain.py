@@ -42,7 +42,7 @@ def pretrained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrained") / "model"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
-        proc = run_cli("pretrain", TOY, *TINY, "trainer.max_epochs=6", "data.batch_size=64", "optim.lr=1e-2",
+        proc = run_cli("pretrain", TOY, *TINY, "trainer.max_epochs=6", "data.module.batch_size=64", "optim.lr=1e-2",
                        "logger=csv", f"out={out}", f"hydra.run.dir={out.parent / 'run'}")
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["steps"] == 330 and summary["out"] == str(out)

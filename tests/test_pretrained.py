@@ -213,7 +213,7 @@ def test_experiment_article_has_the_reference_settings():
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=article", "kb.path=/data/Knowledge.txt"])
     assert cfg.backbone.arch == "roformer" and cfg.backbone.pretrained == "junnyu/roformer_chinese_sim_char_ft_base"
-    assert (cfg.optim.lr, cfg.trainer.max_epochs, cfg.data.batch_size, cfg.decode.beam) == (5e-6, 3, 32, 3)
+    assert (cfg.optim.lr, cfg.trainer.max_epochs, cfg.data.module.batch_size, cfg.decode.beam) == (5e-6, 3, 32, 3)
     assert cfg.target == "spm" and cfg.lookahead._target_.endswith("LcsPowerLookahead")
     assert cfg.data.name == "kgclue" and cfg.kb.path == "/data/Knowledge.txt" and cfg.kb._target_.endswith("FileKB")
     assert cfg.trainer.accelerator == "gpu" and cfg.logger._target_.endswith("WandbLogger")
@@ -257,7 +257,7 @@ def test_experiment_article_runs_from_one_command(kgclue_root, tmp_path):
     train_resume_and_decode(tmp_path, splits["test"][0].question, "experiment=article", f"backbone.pretrained={folder}",
                             f"kb.path={knowledge}", f"data.root={kgclue_root}", "data.source.limit=48", "trainer=cpu")
     run = OmegaConf.load(tmp_path / "run" / "run_config.yaml")
-    assert (run.optim.lr, run.data.batch_size, run.data.max_question_len, run.decode.beam) == (5e-6, 32, 63, 3)
+    assert (run.optim.lr, run.data.module.batch_size, run.data.module.max_question_len, run.decode.beam) == (5e-6, 32, 63, 3)
 
 
 @pytest.mark.slow

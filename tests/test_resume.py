@@ -102,3 +102,36 @@ def test_resume_of_a_finished_run_says_it_was_finished(one_epoch, tmp_path):
     assert (f"kgqa: resume={run_dir.resolve()}: the run finished its 1 epochs (trainer.max_epochs=1); its best "
             "checkpoint is tested again, nothing trained (give trainer.max_epochs=11 to train on)") in proc.stderr
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_a_run_saved_before_the_data_module_had_its_node_resumes(one_epoch, tmp_path):
+    """Its run_config.yaml keeps the data module's settings flat in data (data.batch_size, ...); the old
+    key of the resume override moves to data.module.num_workers with one line, and the run trains on."""
+    import hashlib
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_epoch, run_dir)
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "run_config.yaml"))
+    module = cfg["data"].pop("module")
+    cfg["data"].update({k: v for k, v in module.items() if k != "_target_"})
+    (run_dir / "run_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    info = json.loads((run_dir / "run.json").read_text())
+    info["run_config_sha256"] = hashlib.sha256((run_dir / "run_config.yaml").read_bytes()).hexdigest()
+    (run_dir / "run.json").write_text(json.dumps(info))
+    proc = run_cli("train", f"resume={run_dir}", "trainer.max_epochs=2", "data.num_workers=0", "logger=csv")
+    assert "kgqa: data.num_workers= is deprecated, use data.module.num_workers= (taken as data.module.num_workers=0)" \
+        in proc.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert [h["epoch"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [0, 1]
+
+
+def test_the_data_module_config_reads_an_old_flat_data_node():
+    from kgqa.build import datamodule_config
+
+    current = OmegaConf.create({"root": "r", "module": {"_target_": "kgqa.datamodule.KgqaDataModule", "batch_size": 8}})
+    old = OmegaConf.create({"root": "r", "batch_size": 8, "eval_batch_size": 16, "source": {}})
+    resumed_old = OmegaConf.merge(old, {"module": {"num_workers": 2}})  # a resume's data.module.num_workers
+    assert datamodule_config(current) == {"_target_": "kgqa.datamodule.KgqaDataModule", "batch_size": 8}
+    assert datamodule_config(old) == {"_target_": "kgqa.datamodule.KgqaDataModule", "batch_size": 8,
+                                      "eval_batch_size": 16}
+    assert datamodule_config(resumed_old).num_workers == 2 and datamodule_config(resumed_old).batch_size == 8

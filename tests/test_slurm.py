@@ -81,9 +81,9 @@ def test_a_failed_job_is_reported_and_the_same_command_runs_only_it(slurm_partit
     command again skips the finished run (its results untouched: a short job that says so in its log) and runs
     the failed one again."""
     sweep = tmp_path / "sweep"
-    command = ["train", "-m", *slurm(slurm_partition), "data.batch_size=32,0", "trainer.max_epochs=1",
+    command = ["train", "-m", *slurm(slurm_partition), "data.module.batch_size=32,0", "trainer.max_epochs=1",
                "+data.source.n_entities=300", f"hydra.sweep.dir={sweep}"]
-    error = "data.batch_size=0 is not valid: expected an integer from 1"
+    error = "data.module.batch_size=0 is not valid: expected an integer from 1"
     logs = []
     for launch in range(2):
         proc = run_cli(*command, check=False)
@@ -92,11 +92,11 @@ def test_a_failed_job_is_reported_and_the_same_command_runs_only_it(slurm_partit
                                                         f"again (hydra.sweep.dir={sweep}) to run only the runs "
                                                         f"that did not finish")
         (line,) = [x for x in proc.stdout.splitlines() if x.startswith("failed: ")]
-        assert line.startswith(f"failed: 1 (data.batch_size=0): {error} (log: ")
+        assert line.startswith(f"failed: 1 (data.module.batch_size=0): {error} (log: ")
         logs.append(Path(line.rsplit("(log: ", 1)[1].rstrip(")")))
         assert logs[-1].parent.parent == sweep / ".submitit" and f"kgqa: {error}" in logs[-1].read_text()
         assert line in (sweep / "summary.md").read_text() and (sweep / "summary.csv").is_file()
-        assert list(runs(sweep)) == ["data.batch_size=32"]
+        assert list(runs(sweep)) == ["data.module.batch_size=32"]
         if launch == 0:
             finished = {p: p.stat().st_mtime_ns for p in (sweep / "0").rglob("*")  # Hydra's own record and log
                         if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}  # are written again

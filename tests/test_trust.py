@@ -117,12 +117,16 @@ def test_renamed_targets_are_read_under_their_new_names():
 
 
 def test_a_checkpoint_saved_with_an_old_target_decodes_as_before(toy_ckpt, tmp_path):
-    """A checkpoint trained before kgqa/kb/ names its KB source by its old path, and one trained before
-    the module had a config node of its own (model._target_) has none."""
+    """A checkpoint trained before kgqa/kb/ names its KB source by its old path, one trained before the
+    module had a config node of its own (model._target_) has none, and one trained before the data module
+    had its node (data.module) keeps its settings flat in data."""
     ckpt = torch.load(toy_ckpt, weights_only=True)
-    assert ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
-    ckpt["hyper_parameters"]["run_config"]["kb"]["_target_"] = "kgqa.data.sources.SynthKB"
-    del ckpt["hyper_parameters"]["run_config"]["model"]
+    run = ckpt["hyper_parameters"]["run_config"]
+    assert run["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"
+    run["kb"]["_target_"] = "kgqa.data.sources.SynthKB"
+    del run["model"]
+    module = run["data"].pop("module")
+    run["data"].update({k: v for k, v in module.items() if k != "_target_"})
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     assert load_checkpoint(old)["hyper_parameters"]["run_config"]["kb"]["_target_"] == "kgqa.kb.sources.SynthKB"

@@ -65,6 +65,20 @@ def test_decode_only_sweep_needs_no_retraining(trained_toy, tmp_path):
     assert "| beam | none | lcs_power |" in summary  # the rules side by side
 
 
+@pytest.mark.slow
+def test_ddp_cpu_training_prints_once_and_without_sync_dist_warnings(tmp_path):
+    """Two processes, one epoch: the config tree, the run folder and the final metrics once (rank 0), and no
+    Lightning advice to sync epoch-level metrics (they are logged with sync_dist)."""
+    run_dir = tmp_path / "ddp"
+    proc = run_cli("train", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "logger=csv",
+                   *SMALL_TOY, f"hydra.run.dir={run_dir}")
+    printed = proc.stdout + proc.stderr
+    assert proc.stdout.count(f"run folder: {run_dir}") == 1
+    assert sum(line.strip() == "config" for line in proc.stdout.splitlines()) == 1
+    assert proc.stdout.count("test/em: ") == 1 and proc.stdout.count("val/emf1: ") == 1
+    assert "sync_dist" not in printed, [line for line in printed.splitlines() if "sync_dist" in line][:3]
+
+
 def test_ddp_cpu_evaluation_equals_single_process(trained_toy, tmp_path):
     single = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", f"hydra.run.dir={tmp_path}/one"))
     double = printed_metrics(run_cli("evaluate", f"ckpt={trained_toy}", "split=val", "logger=csv", "trainer=ddp_cpu",
@@ -153,8 +167,14 @@ def test_optuna_search_runs_trials_and_reports(tmp_path):
     sweep = tmp_path / "optuna"
     run_cli("train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
             "trainer.num_sanity_val_steps=0", "logger=csv", *SMALL_TOY, f"hydra.sweep.dir={sweep}")
-    assert len(collect(sweep)) == 2
+    runs = collect(sweep)
+    assert len(runs) == 2
     assert (sweep / "optimization_results.yaml").is_file()
+    summary = (sweep / "summary.md").read_text()
+    for factor in ("lr", "backbone.num_hidden_layers", "backbone.hidden_dropout_prob", "beam"):  # a column when the trials differ in it, else in the "constant:" line
+        assert all(factor in run["factors"] for run in runs)
+        assert f"| {factor} |" in summary or f"{factor}=" in summary.split("\n\n")[0], (factor, summary)
+    assert len({(r["factors"]["lr"], r["factors"]["backbone.hidden_dropout_prob"]) for r in runs}) == 2
 
 
 def test_report_writes_table_and_chart_and_per_question_results(trained_toy, tmp_path):
@@ -222,3 +242,25 @@ def test_eval_shards_cover_every_question_once_in_length_order():
     assert [len(s) for s in shards] == [3, 2, 2]  # no padding: exact metric sums
     for shard in shards:
         assert [lengths[i] for i in shard] == sorted(lengths[i] for i in shard)
+
+
+def test_every_swept_key_is_a_factor_of_the_sweeps_runs(monkeypatch):
+    """Optuna's params (depth, dropout beside lr and beam) and the command line's swept keys each get a
+    factor, so the sweep's summary has a column for each; a key a factor already reads gets no second one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from kgqa.cli import with_swept_factors
+    from kgqa.cli.cluster import SWEPT_KEYS_ENV
+
+    monkeypatch.setenv(SWEPT_KEYS_ENV, json.dumps(["lookahead", "augment", "data.module.batch_size", "seed"]))
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["hparams_search=optuna", "augment=subject_swap", "data.module.batch_size=16",
+                                          "backbone.num_hidden_layers=4", "backbone.hidden_dropout_prob=0.1"],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    before = set(cfg.factors)
+    with_swept_factors(cfg)
+    added = OmegaConf.to_container(cfg.factors, resolve=True)
+    assert set(added) - before == {"backbone.num_hidden_layers", "backbone.hidden_dropout_prob", "data.module.batch_size"}
+    assert (added["backbone.num_hidden_layers"], added["backbone.hidden_dropout_prob"]) == (4, 0.1)
+    assert added["data.module.batch_size"] == 16 and added["augment"] == "subject_swap" and added["lr"] == cfg.optim.lr

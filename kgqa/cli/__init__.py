@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kgqa.cli.cluster import allotted_threads, swept_on_command_line
 from kgqa.errors import KgqaError
@@ -24,6 +24,22 @@ def sweep_group(default: str) -> str:
 def swept_keys() -> set[str]:
     """Keys a multirun varies: comma lists or sweep functions on the command line, or sweeper params."""
     return swept_on_command_line() | set(HydraConfig.get().sweeper.get("params") or {})
+
+
+def with_swept_factors(cfg: DictConfig) -> None:
+    """Every key a multirun sweeps becomes a factor of its runs (under its own dotted name) unless a
+    factor already reads it: the sweep's summary then has a column for each, and two runs that differ
+    only in a swept key (an Optuna trial's depth or dropout) are two configurations, not one."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    raw = OmegaConf.to_container(cfg.get("factors") or {}, resolve=False)
+    read = {str(v).removeprefix("${").removesuffix("}") for v in raw.values()}
+    groups = HydraConfig.get().runtime.choices
+    with open_dict(cfg):
+        for key in sorted(swept_keys()):
+            value = f"hydra:runtime.choices.{key}" if key in groups else key
+            if value not in read and not key.startswith("hydra"):
+                cfg.factors[key] = "${" + value + "}"
 
 
 def override_name(default: str, exclude: str = "") -> str:
@@ -62,9 +78,9 @@ def command_line_checked(config_name: str, hydra_main):
     line's keys and choices are known ones (kgqa.cli.checks.check_command_line), else one line; a
     non-ASCII value (a path, a question) need not be quoted."""
     def main():
-        from kgqa.cli.checks import check_command_line, quoting_non_ascii
+        from kgqa.cli.checks import check_command_line, moved_keys, quoting_non_ascii
 
-        sys.argv[1:] = quoting_non_ascii(sys.argv[1:])
+        sys.argv[1:] = moved_keys(quoting_non_ascii(sys.argv[1:]))
         try:
             check_command_line(config_name, sys.argv[1:])
         except KgqaError as e:

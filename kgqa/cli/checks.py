@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from kgqa.build import DATAMODULE_KEYS
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
 from kgqa.model import ARCHITECTURES
@@ -56,11 +57,11 @@ RULES: dict[str, tuple[Check, str]] = {
     "decode.min_confidence": number(0.0, 1.0),
     "decode.renormalise": one_of(True, False),
     "data.on_bad_line": one_of("error", "skip"),
-    "data.batch_size": POSITIVE,
-    "data.eval_batch_size": POSITIVE,
-    "data.max_question_len": POSITIVE,
-    "data.batches_per_bucket": POSITIVE,
-    "data.num_workers": integer(0),
+    "data.module.batch_size": POSITIVE,
+    "data.module.eval_batch_size": POSITIVE,
+    "data.module.max_question_len": POSITIVE,
+    "data.module.batches_per_bucket": POSITIVE,
+    "data.module.num_workers": integer(0),
     "data.source.limit": optional(POSITIVE),
     "backbone.arch": one_of(*ARCHITECTURES),
     "model.copy": one_of(True, False),
@@ -95,6 +96,23 @@ def renamed_keys(cfg: DictConfig) -> None:
             print(f"kgqa: {old}= is deprecated, use {new}= (taken as {new}={value})", file=sys.stderr)
             OmegaConf.update(cfg, new, value, merge=False)
             cfg[old] = None
+
+
+MOVED_KEYS = {f"data.{k}": f"data.module.{k}" for k in DATAMODULE_KEYS}  # old place -> the data module's node
+
+
+def moved_keys(argv: list[str]) -> list[str]:
+    """The command line with each key of MOVED_KEYS under its new place (data.batch_size=64 still works), one
+    line saying so for each."""
+    def moved(arg: str) -> str:
+        key, sep, value = arg.partition("=")
+        prefix = key[: len(key) - len(key.lstrip("+~"))]
+        new = MOVED_KEYS.get(key.lstrip("+~"))
+        if new is None or arg.startswith("-"):
+            return arg
+        print(f"kgqa: {key.lstrip('+~')}= is deprecated, use {new}= (taken as {new}{sep}{value})", file=sys.stderr)
+        return f"{prefix}{new}{sep}{value}"
+    return [moved(arg) for arg in argv]
 
 
 def nearest(key: str, keys: list[str]) -> str:

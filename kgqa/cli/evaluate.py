@@ -4,7 +4,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors, with_swept_factors
 from kgqa.report import write_run_metrics
 from kgqa.build import build_trainer, finish_loggers, restore
 from kgqa.checkpoints import resolve_checkpoint
@@ -13,7 +13,9 @@ from kgqa.console import print_config, print_metrics, quiet_console
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     quiet_console()
+    with_swept_factors(cfg)
     cfg, dm, module = restore(cfg.ckpt, cfg)
+    module.corrections = cfg.get("corrections")
     print_config(cfg)
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test

@@ -11,10 +11,12 @@ from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
 from kgqa.data.tokenizer import CharTokenizer
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
+from kgqa.kb.corrections import CorrectionFile, read_corrections
 from kgqa.kb.folder import KNOWLEDGE, KbFolder
 
 NEEDS = {"kb_dir": "kb_dir=DIR (a folder written with out=)",
-         "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)"}
+         "triples": "triples=FILE.tsv (S（M） TAB P TAB O per line)",
+         "corrections": "corrections=FILE.jsonl (a question and its answer per line)"}
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -60,7 +62,27 @@ def merge_kb(cfg: DictConfig) -> dict:
     return stats
 
 
-ACTIONS = {"build": build_kb, "add": change_kb, "delete": change_kb, "merge": merge_kb}
+def correct_kb(cfg: DictConfig) -> dict:
+    """The folder's correction memory (DIR/corrections.jsonl): add a file's corrections, remove its questions, or list it."""
+    require(cfg, "kb_dir", *(["corrections"] if cfg.action != "corrections" else []))
+    kb, memory = KbFolder(cfg.kb_dir).loaded.kb, CorrectionFile(cfg.kb_dir)
+    if cfg.action == "corrections":
+        for c in memory.read(kb, "skip"):
+            print(json.dumps(c.as_json(), ensure_ascii=False))
+        return {}
+    given = read_corrections(cfg.corrections, kb, cfg.on_bad_line)
+    start = time.perf_counter()
+    if cfg.action == "correct":
+        summary = {"added": memory.add(kb, given)}
+    else:
+        summary = {"removed": memory.remove([c.question for c in given])}
+    summary |= {"corrections": len(memory.read(kb, "skip")), "seconds": round(time.perf_counter() - start, 4)}
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return summary
+
+
+ACTIONS = {"build": build_kb, "add": change_kb, "delete": change_kb, "merge": merge_kb,
+           "correct": correct_kb, "uncorrect": correct_kb, "corrections": correct_kb}
 
 
 def run(cfg: DictConfig) -> dict:

@@ -14,8 +14,9 @@ from kgqa.cli.cluster import unfinished_checkpoint
 from kgqa.cli.sweep_runs import FAILED, in_multirun
 from kgqa.errors import ConfigError
 from kgqa.files import refuse_overwrite
+from kgqa.kb.corrections import FOLDER_FILE
 
-FILE, FOLDER, CHECKPOINT = "file", "folder", "checkpoint"
+FILE, FOLDER, CHECKPOINT, CORRECTIONS = "file", "folder", "checkpoint", "corrections"
 RUN_RESULTS = ("metrics.json", "checkpoints")  # what a run folder holds once a run wrote it
 
 
@@ -28,7 +29,7 @@ def reads(cfg: DictConfig) -> Iterator[tuple[str, Path, str]]:
     if given("resume"):  # a resume reads the run's own saved config and data (kgqa.cli.resume checks them)
         yield "resume", given("resume"), FOLDER
         return
-    for key, kind in (("ckpt", CHECKPOINT), ("input", FILE), ("data.root", FOLDER), ("data_root", FOLDER)):
+    for key, kind in (("ckpt", CHECKPOINT), ("run", CHECKPOINT), ("input", FILE), ("data.root", FOLDER), ("data_root", FOLDER)):
         if given(key):
             yield key, given(key), kind
     if given("kb.path"):
@@ -38,7 +39,9 @@ def reads(cfg: DictConfig) -> Iterator[tuple[str, Path, str]]:
         for split, name in source.files.items():
             yield f"data.source.files.{split}", Path(source.root) / name, FILE
     action = cfg.get("action")
-    if action in ("add", "delete", "merge") and given("kb_dir"):
+    if given("corrections"):  # kgqa-eval/predict: a file or a KB folder's own; kgqa-kb action=correct: a file
+        yield "corrections", given("corrections"), FILE if action else CORRECTIONS  # eval, predict, repair
+    if action in ("add", "delete", "merge", "correct", "uncorrect", "corrections") and given("kb_dir"):
         yield "kb_dir", given("kb_dir"), FOLDER
     if action in ("add", "delete") and given("triples"):
         yield "triples", given("triples"), FILE
@@ -57,6 +60,9 @@ def check_input(key: str, path: Path, kind: str) -> None:
         raise ConfigError(f"{key}={path}: no such {'file or folder' if kind == CHECKPOINT else kind}")
     if kind == CHECKPOINT and path.is_dir() and not (path / "checkpoints" / "best.ckpt").is_file():
         raise ConfigError(f"{key}={path}: a folder without checkpoints/best.ckpt; give a run folder or a .ckpt file")
+    if kind == CORRECTIONS and path.is_dir() and not (path / FOLDER_FILE).is_file():
+        raise ConfigError(f"{key}={path}: a folder without {FOLDER_FILE}; give a corrections file or a KB folder "
+                          f"with corrections (kgqa-kb action=correct kb_dir=DIR corrections=FILE)")
     if kind == FILE and not path.is_file():
         raise ConfigError(f"{key}={path} is a folder: give a file")
     if kind == FOLDER and not path.is_dir():

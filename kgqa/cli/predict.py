@@ -20,7 +20,7 @@ def predict(cfg: DictConfig) -> None:
     cfg, dm, module = restore(cfg.ckpt, cfg)
     dm.setup()
     answerer = answerer_from_config(dm.keyspace, dm.tokenizer, cfg.decode, cfg.get("lookahead"), dm.max_question_len,
-                                    cfg.batch_size)
+                                    cfg.batch_size, cfg.get("corrections"))
     module.eval()
     if cfg.question is not None:
         try:
@@ -32,7 +32,7 @@ def predict(cfg: DictConfig) -> None:
             print(f"no confident answer: the best has confidence {answers[0].confidence:.3f} < decode.min_confidence")
             return
         for rank, a in enumerate(answers, 1):
-            print(f"{rank}. {a.triple.answer()}  (confidence {a.confidence:.3f})")
+            print(f"{rank}. {a.triple.answer()}  ({'from the correction memory' if a.from_memory else f'confidence {a.confidence:.3f}'})")
             if len(a.objects) > 1:
                 print(f"   all objects: {' | '.join(a.objects)}")
         return
@@ -41,7 +41,8 @@ def predict(cfg: DictConfig) -> None:
     out = Path(cfg.output)
     with atomic_output(out) as f:
         for e, a in zip(examples, answers):
-            f.write(json.dumps({"id": e.id, "question": e.question, "answer": a[0].triple.answer()}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"id": e.id, "question": e.question, "answer": a[0].triple.answer()}
+                               | ({"from_memory": a[0].from_memory} if answerer.memory else {}), ensure_ascii=False) + "\n")
     print(f"wrote {len(examples)} answers to {out}", file=sys.stderr)
 
 

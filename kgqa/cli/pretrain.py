@@ -40,8 +40,8 @@ def pretrain(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, enable_checkpointing=False, use_distributed_sampler=True)  # DDP: each rank a share
 
     def write(folder: Path) -> None:
-        pretrain_into(folder, texts, characters(questions, kb), settings, trainer, cfg.data.batch_size, cfg.mask_rate,
-                      cfg.max_len, cfg.seed)
+        pretrain_into(folder, texts, characters(questions, kb), settings, trainer, cfg.data.module.batch_size,
+                      cfg.mask_rate, cfg.max_len, cfg.seed)
 
     start = time.perf_counter()
     if rank_zero_only.rank == 0:  # known before fit from the launcher's environment; only rank 0 writes out=

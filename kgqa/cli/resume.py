@@ -19,7 +19,7 @@ RUN_CONFIG_KEYS = ("output_dir", "seed", "target", "data", "kb", "backbone", "op
                    "trainer", "logger")
 # What a resume may change: more epochs, other resources, another logger, data that moved, extra test decodes.
 RESUME_OVERRIDES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
-                    "trainer.strategy", "logger", "data.root", "data.num_workers", "ablation_lookaheads")
+                    "trainer.strategy", "logger", "data.root", "data.module.num_workers", "ablation_lookaheads")
 
 
 def moved(node, old: str, new: str):

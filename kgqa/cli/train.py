@@ -8,12 +8,13 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors
+from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors, with_swept_factors
 from kgqa.cli.checks import check_config
 from kgqa.cli.cluster import RequeueBetweenBatches, unfinished_checkpoint
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
-from kgqa.build import build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers
+from kgqa.build import (build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers,
+                        val_and_test_metrics)
 from kgqa.console import print_config, print_metrics, quiet_console
 from kgqa.trusted import project_targets
 
@@ -49,6 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif unfinished:  # Slurm's new attempt of this job, or the sweep again: the run continues, as resume= would
         cfg, resume_from = resumed_config(Path(cfg.output_dir), cfg, [], checkpoint=unfinished)
     else:
+        with_swept_factors(cfg)
         weights_by_absolute_path(cfg)
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(cfg.output_dir)
@@ -73,9 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for tag, lookahead in variants:
         module.use_decoding(dm, tag, lookahead)
-        for evaluate in (trainer.validate, trainer.test):
-            (result,) = evaluate(module, dm, ckpt_path=best, weights_only=True, verbose=False)
-            metrics.update({k: float(v) for k, v in result.items() if not k.endswith("/loss")})
+        metrics.update(val_and_test_metrics(trainer, module, dm, best))
     if trainer.is_global_zero:
         write_run_metrics(run_dir, cfg.get("factors", {}), metrics, questions=module.question_results,
                           name=cfg.run_name, history=module.val_history, checkpoint=best)

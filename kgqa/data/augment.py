@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from kgqa.kb.columns import KnowledgeBase
 from kgqa.data.kgclue import QAExample
 from kgqa.data.triples import Key, Triple
 from kgqa.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+
+
+class Facts(Protocol):
+    """What an augmentation reads of a KB (kgqa.kb.columns.KnowledgeBase has it): the data layer
+    describes the shape it needs instead of importing the KB package, which is built on top of it."""
+
+    keys: Sequence[Key]
+
+    def live_ids(self) -> Iterable[int]: ...
+
+    def answer(self, key_id: int) -> str: ...
 
 
 class EntityRule:
@@ -54,7 +64,7 @@ class SubjectSwap:
     def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
         self.per_question, self.entities, self.seed = per_question, EntityRule(entities), seed
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+    def __call__(self, train: list[QAExample], kb: Facts) -> list[QAExample]:
         named = unambiguous_keys(kb, self.entities.rule(train))
         by_predicate = defaultdict(list)  # P -> ids of keys that name their entity unambiguously
         for i in named:
@@ -78,7 +88,7 @@ class SubjectSwap:
         return extra
 
 
-def unambiguous_keys(kb: KnowledgeBase, admit: Callable[[Key], bool]) -> list[int]:
+def unambiguous_keys(kb: Facts, admit: Callable[[Key], bool]) -> list[int]:
     """Ids of the admitted live keys whose (S, P) has a single meaning in the KB: a question that
     names S and P cannot say which of two homonyms it means, so only these make a fair question."""
     meanings = defaultdict(list)  # (S, P) -> ids of admitted keys
@@ -109,7 +119,7 @@ class TemplateFill:
     def __init__(self, per_question: int = 1, entities: str = "train", seed: int = 0):
         self.per_question, self.entities, self.seed = per_question, EntityRule(entities), seed
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+    def __call__(self, train: list[QAExample], kb: Facts) -> list[QAExample]:
         pool = unambiguous_keys(kb, self.entities.rule(train))
         if not pool:
             raise DataError(f"template fill: no KB key of {self.entities.name} entities has a single meaning to ask about")
@@ -133,7 +143,7 @@ class Augmentations:
     def __init__(self, **parts: Callable):
         self.parts = parts
 
-    def __call__(self, train: list[QAExample], kb: KnowledgeBase) -> list[QAExample]:
+    def __call__(self, train: list[QAExample], kb: Facts) -> list[QAExample]:
         return [pair for part in self.parts.values() for pair in part(train, kb)]
 
 

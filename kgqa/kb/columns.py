@@ -260,21 +260,29 @@ class KnowledgeBase:
             seen[code_points(strings)[0]] = True
         return [chr(c) for c in np.flatnonzero(seen).tolist()]
 
+    def entities(self) -> tuple[list[Strings], np.ndarray, np.ndarray]:
+        """The field strings, the live keys' [3, n] field indices, and each subject name's count of meanings."""
+        tables, columns = self.field_indices()
+        live = columns[:, self.object_counts() > 0]
+        width = int(live[2].max(initial=0)) + 1
+        entities = np.unique(live[0] * width + live[2])  # (subject, meaning) pairs
+        return tables, live, np.bincount(entities // width)
+
+    def homonym_subjects(self) -> set[str]:
+        """The subject names that two or more meanings share: a question naming one must also say which."""
+        tables, _, meanings_per_name = self.entities()
+        return {tables[0].item(i) for i in np.flatnonzero(meanings_per_name > 1).tolist()}
+
     def stats(self) -> dict[str, float]:
-        _, columns = self.field_indices()
-        counts = self.object_counts()
-        subject, predicate, meaning = columns[:, counts > 0]
-        width = int(meaning.max(initial=0)) + 1
-        entities = np.unique(subject * width + meaning)  # (subject, meaning) pairs
-        meanings_per_name = np.bincount(entities // width)
-        n_keys = len(subject)
+        _, (subject, predicate, _), meanings_per_name = self.entities()
+        n_keys, n_entities = len(subject), int(meanings_per_name.sum())
         return {
-            "triples": int(counts.sum()),
+            "triples": int(self.object_counts().sum()),
             "keys": n_keys,
             "subjects": len(np.unique(subject)),
-            "entities": len(entities),
+            "entities": n_entities,
             "predicates": len(np.unique(predicate)),
-            "keys_per_entity": round(n_keys / max(len(entities), 1), 2),
+            "keys_per_entity": round(n_keys / max(n_entities, 1), 2),
             "homonym_names": int((meanings_per_name > 1).sum()),
         }
 

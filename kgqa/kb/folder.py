@@ -7,6 +7,11 @@
                         Knowledge.txt; used only while Knowledge.txt is the file they were
                         written from (its size and time are kept with them)
     DIR/trie-<order>/   the key trie of the base KB for a target order (values: base key ids)
+    DIR/tries/<order>-<tokenizer digest>/
+                        the key trie of the base KB for another tokenizer (a model's that did not build
+                        the folder) or an order without a trie-<order>/, kept by the first run that
+                        needed it (trie/, and for.json: the tokenizer and order it encodes, the stamp of
+                        the Knowledge.txt it was built from); a merge or a rebuild removes them all
     DIR/changes.tsv     what `kgqa-kb action=add|delete` recorded since, in order:
                         add TAB S（M） TAB P TAB O | delete TAB S（M） TAB P [TAB O] (kgqa/kb/changes.py)
     DIR/.lock           the folder's lock (see below)
@@ -14,6 +19,8 @@
 Loading replays the changes on the base KB (new keys get new ids after the base ones) and puts
 an overlay of the changed keys over each saved trie, so a change needs no retraining and no
 rebuild, and the next decode sees it. `merge` folds the changes into Knowledge.txt and the tries.
+A tokenizer whose vocabulary does not begin with vocab.json (or an order without its trie) gets a trie
+of its own, built once and kept in DIR/tries/, under the same overlay.
 As a KB source (`kb=folder kb.path=DIR`, the KbSource of kgqa/kb/sources.py), `build` gives the
 KB, `tokenizer` the saved vocabulary and `keyspace` the saved trie under that overlay.
 
@@ -26,6 +33,8 @@ against the tries before the first file is written, and a damaged file is a Data
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -40,7 +49,7 @@ from filelock import FileLock
 
 from kgqa.data.tokenizer import CharTokenizer, Tokenizer, encode_key
 from kgqa.errors import ConfigError, DataError
-from kgqa.files import atomic_output, swap_in_folder, write_bytes
+from kgqa.files import atomic_output, swap_in_folder, write_bytes, write_text
 from kgqa.kb.arrow_reader import read_knowledge_kb
 from kgqa.kb.changes import CHANGES, OPS, Change, format_change, read_change_log, read_changes, where
 from kgqa.kb.columns import KnowledgeBase
@@ -50,7 +59,8 @@ from kgqa.kb.sources import KbSource
 from kgqa.trie import MAX_LENGTH, OverlayTrie, Trie
 
 log = logging.getLogger(__name__)
-KNOWLEDGE, VOCAB, COLUMNS, LOCK = "Knowledge.txt", "vocab.json", "kb", ".lock"
+KNOWLEDGE, VOCAB, COLUMNS, LOCK, TRIES = "Knowledge.txt", "vocab.json", "kb", ".lock", "tries"
+KEPT_FOR = "for.json"  # what a kept trie of DIR/tries/ encodes, and for which Knowledge.txt
 REWRITE = ("write the folder again: kgqa-kb kb=file kb.path=DIR/Knowledge.txt out=NEWDIR (after action=merge, "
            "which keeps changes.tsv), or from the KB's source")
 
@@ -71,6 +81,7 @@ class Loaded:
     base: KnowledgeBase
     kb: KnowledgeBase
     tries: dict[str, Trie]
+    knowledge: dict  # knowledge_stamp of the Knowledge.txt that `base` is: the tries kept in DIR/tries/ for it
 
 
 class KbFolder(KbSource):
@@ -117,7 +128,8 @@ class KbFolder(KbSource):
                 raise DataError(f"{self.path / CHANGES}: not UTF-8 text ({e}); fix or remove it (it holds the "
                                 f"changes since the last merge)") from None
             tries = {order: Trie.load(self.path / f"trie-{order}") for order in self.orders}
-        return Loaded(tokenizer, base, base.updated(changes), tries)
+            knowledge = knowledge_stamp(self.path)
+        return Loaded(tokenizer, base, base.updated(changes), tries, knowledge)
 
     def forget(self) -> None:
         """Drop what was loaded: the next use reads the folder again (a writer does, once it holds the lock)."""
@@ -174,29 +186,73 @@ class KbFolder(KbSource):
         return CharTokenizer(vocab + sorted({c for t in texts for c in t} - known))
 
     def keyspace(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str) -> KeySpace:
-        """The saved trie of `order` under an overlay of the changed keys; built from `kb` when the
-        trie is missing or the tokenizer does not extend the saved vocabulary."""
-        saved, base = self.path / f"trie-{order}", self.loaded.tries.get(order)
+        """The trie of `order` under an overlay of the changed keys: the saved one when the tokenizer extends
+        the saved vocabulary, else the one kept in DIR/tries/ for this tokenizer and order (built and kept
+        by the first run that asks)."""
+        saved, n_base = self.loaded.tries.get(order), len(self.base)
         vocab = getattr(tokenizer, "vocab", None)
-        if base is None or vocab is None or vocab[: len(self.saved_tokenizer.vocab)] != self.saved_tokenizer.vocab:
-            log.info("%s: building the %s trie (no saved trie for this KB and tokenizer)", self.path, order)
-            return KeySpace(kb, tokenizer, order)
-        n_base = len(self.base)
-        encode = lambda i: encode_key(tokenizer, kb.keys[i], order)  # noqa: E731
-        if not holds_keys(base, n_base, encode):
-            raise DataError(f"{saved} does not hold the keys of {self.path / KNOWLEDGE} under {self.path / VOCAB} "
-                            f"(changed or damaged since it was written): rebuild it "
-                            f"(kgqa-kb action=merge kb_dir={self.path})")
+        if saved is not None and vocab is not None and vocab[: len(self.saved_tokenizer.vocab)] == self.saved_tokenizer.vocab:
+            if not holds_keys(saved, n_base, lambda i: encode_key(tokenizer, kb.keys[i], order)):
+                raise DataError(f"{self.path}/trie-{order} does not hold the keys of {self.path / KNOWLEDGE} under "
+                                f"{self.path / VOCAB} (changed or damaged since it was written): rebuild it "
+                                f"(kgqa-kb action=merge kb_dir={self.path})")
+            return self.overlaid(kb, tokenizer, order, saved, self.path / f"trie-{order}")
+        path, kept = self.kept_trie(tokenizer, order)
         live = kb.live_mask()
+        if kept.num_keys < n_base and (live[n_base:].any() or not live[:n_base].all()):
+            reason = "keys this tokenizer cannot tell apart, and changes an overlay cannot place among them"
+        else:
+            try:
+                return self.overlaid(kb, tokenizer, order, kept, path / "trie")
+            except DataError as e:  # an added key this tokenizer cannot tell from another
+                reason = str(e)
+        log.info("%s: building the %s trie (%s)", self.path, order, reason)
+        return KeySpace(kb, tokenizer, order)
+
+    def overlaid(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str, base: Trie, saved: Path) -> KeySpace:
+        """`base`, the trie of the base KB saved at `saved`, under an overlay of the keys added and deleted since."""
+        n_base, live = len(self.base), kb.live_mask()
         added, deleted = (np.flatnonzero(live[n_base:]) + n_base).tolist(), np.flatnonzero(~live[:n_base]).tolist()
         if not added and not deleted:
             return KeySpace(kb, tokenizer, order, base)
+        encode = lambda i: encode_key(tokenizer, kb.keys[i], order)  # noqa: E731
         try:
             trie = OverlayTrie.over(base, [encode(i) for i in added], added, [encode(i) for i in deleted])
         except (ValueError, KeyError) as e:
             raise DataError(f"{self.path / CHANGES}: the changes do not fit {saved} ({e}); fix the file, or "
                             f"rebuild (kgqa-kb action=merge kb_dir={self.path})") from None
         return KeySpace(kb, tokenizer, order, trie)
+
+    def kept_trie(self, tokenizer: Tokenizer, order: str) -> tuple[Path, Trie]:
+        """The trie of the base KB kept in DIR/tries/ for this tokenizer and order, loaded under the lock when
+        it was built from the Knowledge.txt loaded; else built here (outside the lock: a minute at 20M keys)
+        and kept, written aside and swapped in under the lock, unless the folder was merged or rebuilt since
+        it was loaded. Two runs that build it at once each swap in a whole one."""
+        kept_for = {"order": order, "tokenizer": tokenizer_digest(tokenizer, order), "knowledge": self.loaded.knowledge}
+        path = self.path / TRIES / f"{order}-{kept_for['tokenizer'][:16]}"
+        with self.lock:
+            try:
+                if read_kept_for(path) == kept_for:
+                    trie = Trie.load(path / "trie")
+                    n = len(self.base)
+                    if trie.num_keys == n and not holds_keys(trie, n, lambda i: encode_key(tokenizer, self.base.keys[i], order)):
+                        raise DataError(f"{path}/trie does not hold the keys of {self.path / KNOWLEDGE} (damaged)")
+                    log.info("%s: loaded the %s trie kept for this tokenizer", path, order)
+                    return path, trie
+            except DataError as e:  # damaged: built and kept again
+                log.warning("%s; building it again", e)
+        log.info("%s: building the %s trie for this tokenizer (no saved trie for this KB and tokenizer); it is kept "
+                 "in %s for the next run", self.path, order, path)
+        trie = KeySpace(self.base, tokenizer, order).trie
+
+        def write(fresh: Path) -> None:
+            trie.save(fresh / "trie")
+            write_text(fresh / KEPT_FOR, json.dumps(kept_for, ensure_ascii=False))
+
+        with self.lock:
+            if knowledge_stamp(self.path) == self.loaded.knowledge:
+                swap_in_folder(path, write)
+        return path, trie
 
     # --- changes -------------------------------------------------------------------------
     def record(self, op: str, triples_file: str | Path) -> dict:
@@ -276,6 +332,24 @@ def knowledge_stamp(path: Path) -> dict:
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def tokenizer_digest(tokenizer: Tokenizer, order: str) -> str:
+    """SHA-256 of what decides a key's tokens: the tokenizer's state (its vocabulary; a pretrained one's
+    fingerprint and added characters, not the folder it was read from), its [SEP] and [UNK], and the order."""
+    state = {k: v for k, v in tokenizer.state().items() if k != "pretrained"}
+    what = [order, tokenizer.sep_id, getattr(tokenizer, "unk_id", None), state]
+    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def read_kept_for(path: Path) -> dict | None:
+    """The for.json of a kept trie (None if there is none); a damaged one is a DataError."""
+    try:
+        return json.loads((path / KEPT_FOR).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path / KEPT_FOR}: not readable JSON ({e})") from None
+
+
 def saved_orders(path: Path) -> list[str]:
     return sorted(p.name.removeprefix("trie-") for p in path.glob("trie-*") if p.is_dir() and "." not in p.name)
 
@@ -300,6 +374,7 @@ def write_base(path: Path, base: KnowledgeBase, tries: dict[str, Trie]) -> None:
         swap_in_folder(path / f"trie-{order}", trie.save)
     for order in set(saved_orders(path)) - set(tries):
         shutil.rmtree(path / f"trie-{order}")
+    shutil.rmtree(path / TRIES, ignore_errors=True)  # tries of the KB before
 
 
 def holds_keys(trie: Trie, n: int, encode) -> bool:

@@ -18,7 +18,7 @@ from kgqa.files import atomic_output, write_text
 log = logging.getLogger("kgqa.report")
 
 METRICS_FILE = "metrics.json"
-METRICS = ("em", "f1", "emf1", "em_s", "em_p")
+METRICS = ("em", "f1", "emf1", "em_s", "em_p", "em_homonym", "oracle")
 STAGES = ("val", "test")
 NOT_CONFIGURATION = ("seed", "lookahead", "split")  # a run's seed; the rule and split are columns of their own
 
