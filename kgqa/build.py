@@ -37,7 +37,8 @@ def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Kgq
     return instantiate(datamodule_config(cfg.data), instantiate(cfg.data.source), instantiate(cfg.kb),
                        target=cfg.target, pretrained=cfg.backbone.pretrained, tokenizer=tokenizer, seed=cfg.seed,
                        augment=instantiate(cfg.augment) if cfg.get("augment") else None,
-                       trie_targets=OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0,
+                       trie_targets=(OmegaConf.select(cfg, "loss.trie_loss", default=0.0) > 0
+                                     or OmegaConf.select(cfg, "exposure.replace", default=0.0) > 0),
                        candidates=OmegaConf.select(cfg, "loss.candidates", default=0) if sequence_loss else 0,
                        _recursive_=False)
 
@@ -47,7 +48,7 @@ def build_module(cfg: DictConfig, vocab_size: int) -> KgqaModule:
     optimiser and scheduler stay configs, built in configure_optimizers, and all of it is saved in the checkpoint."""
     c = OmegaConf.to_container(cfg, resolve=True)
     return instantiate(cfg.model, vocab_size, backbone=c["backbone"], optim=c["optim"], scheduler=c.get("scheduler"),
-                       loss=c.get("loss"), decode=c["decode"], lookahead=c.get("lookahead"), seed=c["seed"],
+                       loss=c.get("loss"), exposure=c.get("exposure"), decode=c["decode"], lookahead=c.get("lookahead"), seed=c["seed"],
                        factors=c.get("factors"), run_config=c, _recursive_=False, _convert_="all")
 
 

@@ -130,8 +130,8 @@ class KgqaDataModule(L.LightningDataModule):
         """`tokenizer` is given when restoring a trained model (its saved vocabulary); `augment` adds
         training pairs from the KB (kgqa/data/augment.py), after the tokenizer is built from the real ones;
         `batches_per_bucket` = 1 turns length bucketing off; `trie_targets`: training batches carry the
-        trie's allowed tokens at each target position (for the trie loss, loss.trie_loss); `candidates`: they
-        carry each question's gold key and that many other keys of the trie beside it (loss.sequence_loss)."""
+        trie's allowed tokens at each target position (for loss.trie_loss and exposure.replace); `candidates`:
+        they carry each question's gold key and that many other keys of the trie beside it (loss.sequence_loss)."""
         super().__init__()
         self.seed = seed  # training batch order depends on (seed, epoch) only
         self.source, self.kb_source, self.target = source, kb_source, target

@@ -293,7 +293,7 @@ class UniLM(nn.Module):
         """forward's step scores [N, V] at the N positions that predict a target token (row-major), those
         tokens [N] and their rows [N]: the heads run on these positions only, not on the question's."""
         hidden, memory = self._read(input_ids, segment_ids, valid)
-        rows, columns = ((segment_ids[:, 1:] == 1) & valid[:, 1:]).nonzero(as_tuple=True)
+        rows, columns = target_positions(segment_ids, valid)
         scores = self._scores(hidden[rows, columns], None if memory is None else memory.rows(rows))
         return scores, input_ids[rows, columns + 1], rows
 
@@ -354,25 +354,9 @@ class UniLM(nn.Module):
     def loss(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor, label_smoothing: float = 0.0,
              trie_weight: float = 0.0, allowed: torch.Tensor | None = None,
              vocabulary: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced cross-entropy on target tokens only (each predicts the next).
-
-        With `trie_weight` > 0, that share of the loss is the cross-entropy over the tokens the trie
-        allows at each target position (`allowed`: (position, token) pairs, positions numbered over the
-        target tokens in row-major order): decoding only ever compares those, so training spends its
-        gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart. The cross-entropies take
-        log_softmax of the step scores, which leaves a copy head's log-probabilities as they are.
-
-        `vocabulary` (sorted token ids, kgqa.datamodule.loss_vocabulary): the softmax runs over these tokens only,
-        the characters of the data; a pretrained vocabulary's thousands of others would otherwise take gradient."""
-        logits, targets, _ = self.target_scores(input_ids, segment_ids, valid)
-        if vocabulary is not None:
-            logits, targets = logits[:, vocabulary], in_vocabulary(vocabulary, targets)
-            if allowed is not None:
-                allowed = torch.stack([allowed[:, 0], in_vocabulary(vocabulary, allowed[:, 1])], 1)
-        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-        if trie_weight:
-            loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(logits, targets, allowed)
-        return loss
+        """Teacher-forced cross-entropy on target tokens only (each predicts the next): teacher_forced_loss."""
+        scores, targets, _ = self.target_scores(input_ids, segment_ids, valid)
+        return teacher_forced_loss(scores, targets, label_smoothing, trie_weight, allowed, vocabulary)
 
     def key_log_probs(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[B] each row's log-probability of its target tokens under the model's full-vocabulary step
@@ -390,6 +374,34 @@ class UniLM(nn.Module):
         scores = self.key_log_probs(input_ids, segment_ids, valid).view(present.shape)
         scores = scores.masked_fill(~present, float("-inf"))
         return F.cross_entropy(scores, scores.new_zeros(len(scores), dtype=torch.long))
+
+
+def target_positions(segment_ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of the positions that predict a target token, row-major; the token sits one column on."""
+    return ((segment_ids[:, 1:] == 1) & valid[:, 1:]).nonzero(as_tuple=True)
+
+
+def teacher_forced_loss(scores: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
+                        trie_weight: float = 0.0, allowed: torch.Tensor | None = None,
+                        vocabulary: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the step scores [N, V] at the target positions against their tokens [N].
+
+    With `trie_weight` > 0, that share of the loss is the cross-entropy over the tokens the trie
+    allows at each target position (`allowed`: (position, token) pairs, positions numbered over the
+    target tokens in row-major order): decoding only ever compares those, so training spends its
+    gradient on telling a key's look-alike siblings (主讲课程 vs 主要成就) apart. The cross-entropies take
+    log_softmax of the step scores, which leaves a copy head's log-probabilities as they are.
+
+    `vocabulary` (sorted token ids, kgqa.datamodule.loss_vocabulary): the softmax runs over these tokens only,
+    the characters of the data; a pretrained vocabulary's thousands of others would otherwise take gradient."""
+    if vocabulary is not None:
+        scores, targets = scores[:, vocabulary], in_vocabulary(vocabulary, targets)
+        if allowed is not None:
+            allowed = torch.stack([allowed[:, 0], in_vocabulary(vocabulary, allowed[:, 1])], 1)
+    loss = F.cross_entropy(scores, targets, label_smoothing=label_smoothing)
+    if trie_weight:
+        loss = (1 - trie_weight) * loss + trie_weight * trie_cross_entropy(scores, targets, allowed)
+    return loss
 
 
 def in_vocabulary(vocabulary: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

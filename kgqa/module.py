@@ -22,7 +22,8 @@ from kgqa.decoding.answerer import Answerer, answerer_from_config
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
-from kgqa.model import UniLM, build_backbone, load_pretrained_head
+from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl
+from kgqa.model import UniLM, build_backbone, load_pretrained_head, target_positions, teacher_forced_loss
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence", "from_memory"]
 QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons
@@ -47,10 +48,11 @@ def optimizer_and_schedule(module: L.LightningModule, optim: dict, scheduler: di
 class KgqaModule(L.LightningModule):
     def __init__(self, vocab_size: int, backbone: dict, optim: dict, decode: dict, lookahead: dict | None = None,
                  seed: int = 0, factors: dict | None = None, run_config: dict | None = None,
-                 scheduler: dict | None = None, loss: dict | None = None, copy: bool = False):
+                 scheduler: dict | None = None, loss: dict | None = None, copy: bool = False,
+                 exposure: dict | None = None):
         """`optim`, `scheduler`: partial configs (conf/optim/, conf/scheduler/) built in configure_optimizers;
-        `loss`: conf/loss/; `copy`: the UniLM gets a copy head (model.copy); `factors`: flat config columns
-        for comparing runs; `run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
+        `loss`: conf/loss/; `exposure`: conf/exposure/; `copy`: the UniLM gets a copy head (model.copy);
+        `factors`: flat config columns for comparing runs; `run_config`: the resolved run config, kept in the checkpoint so a run can be re-created."""
         super().__init__()
         self.save_hyperparameters()
         arch = dict(backbone)
@@ -129,13 +131,47 @@ class KgqaModule(L.LightningModule):
 
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        settings = self.hparams.loss
-        loss = self.model.loss(batch["input_ids"], batch["segment_ids"], batch["valid"], settings["label_smoothing"],
-                               settings["trie_loss"], batch.get("allowed"), self.loss_vocabulary)
+        """Teacher forcing on what the model reads (conf/exposure/ may replace some target tokens), against the
+        gold key; with R-Drop, two dropout passes and the symmetric KL between them."""
+        settings, exposure = self.hparams.loss, self.hparams.exposure or {}
+        segments, valid, allowed = batch["segment_ids"], batch["valid"], batch.get("allowed")
+        rows, columns = target_positions(segments, valid)
+        targets = batch["input_ids"][rows, columns + 1]
+        read = self.read_ids(batch, targets, exposure)
+
+        def pass_loss() -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.model.target_scores(read, segments, valid)[0]
+            return scores, teacher_forced_loss(scores, targets, settings["label_smoothing"], settings["trie_loss"],
+                                               allowed, self.loss_vocabulary)
+
+        scores, loss = pass_loss()
+        if exposure.get("rdrop"):
+            again, second = pass_loss()
+            vocabulary = self.loss_vocabulary if self.loss_vocabulary is not None else slice(None)
+            consistency = symmetric_kl(scores[:, vocabulary], again[:, vocabulary])
+            self.log("train/rdrop_kl", consistency, batch_size=len(batch["examples"]))
+            loss = (loss + second) / 2 + exposure["rdrop"] * consistency
         if settings.get("sequence_loss", 0.0):
             loss = loss + settings["sequence_loss"] * self.model.candidate_loss(**batch["candidates"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["examples"]))
         return loss
+
+    def read_ids(self, batch: dict, targets: torch.Tensor, exposure: dict) -> torch.Tensor:
+        """The input ids the model reads this step: the batch's, or with exposure.replace > 0 some target tokens
+        replaced by trie siblings or by the model's own choices (kgqa.exposure); ramped, the share grows
+        linearly over training."""
+        rate = exposure.get("replace", 0.0)
+        if exposure.get("ramp"):
+            rate *= min(1.0, self.global_step / max(1, self.trainer.estimated_stepping_batches))
+        if not rate:
+            return batch["input_ids"]
+        if exposure["replace_with"] == "model":
+            with torch.no_grad():
+                scores = self.model.target_scores(batch["input_ids"], batch["segment_ids"], batch["valid"])[0]
+            replacements = model_tokens(scores, targets, batch["allowed"])
+        else:
+            replacements = sibling_tokens(targets, batch["allowed"])
+        return read_with_replacements(batch["input_ids"], batch["segment_ids"], batch["valid"], replacements, rate)
 
     def configure_optimizers(self):
         return optimizer_and_schedule(self, self.hparams.optim, self.hparams.scheduler)

@@ -13,7 +13,7 @@ from kgqa.datamodule import teacher_forcing
 from kgqa.decoding.answerer import Answerer
 from kgqa.decoding.beam import beam_search, fill_from_the_end
 from kgqa.decoding.mask import step_context, trie_mask
-from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, SubjectCopy
+from kgqa.decoding.processors import LcsBonusLookahead, LcsLookahead, LcsPowerLookahead, MeaningEvidence, SubjectCopy
 from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM, build_backbone
 from kgqa.reference import NaiveDecoder, lcs
@@ -381,6 +381,38 @@ def test_article_case_through_the_answerer(arch, order):
     (both,) = Answerer(ks, tok, rules=[LcsPowerLookahead()], num_return=2)(model, [QUESTION])
     assert [a.triple.key.predicate for a in both] == ["主讲课程", "主要成就"]
     assert sum(a.confidence for a in both) == pytest.approx(1.0, abs=1e-5)
+
+
+HOMONYM_FACTS = [(Key("刘德华", "出生日期", "演员"), "1961"), (Key("刘德华", "代表作品", "演员"), "无间道"),
+                 (Key("刘德华", "出生日期", "科学家"), "1950"), (Key("刘德华", "研究领域", "科学家"), "凝聚态物理")]
+
+
+@pytest.mark.parametrize("order", ["spm", "smp"])
+def test_a_homonyms_meaning_follows_its_facts_in_the_kb(order):
+    """The model prefers 科 (0.6) over 演 (0.4) and 出 to any other predicate: without the rule both questions get
+    刘德华（科学家）. With MeaningEvidence(α=1) the first question's 无间道 is 3 characters of the actor's facts
+    (出生日期 both have, left out; the scientist's facts share nothing ≥ 2 with it) → 演 with 0.4e³ / (0.4e³ + 0.6);
+    the second's 凝聚态物理 (5) is the scientist's. Before M is decoded the rule leaves the scores alone."""
+    kb = KnowledgeBase([Triple(k, o) for k, o in HOMONYM_FACTS])
+    questions = ["主演无间道的刘德华出生日期是什么", "研究凝聚态物理的刘德华出生日期是什么"]
+    tok = CharTokenizer.build(questions + [s for k, o in HOMONYM_FACTS for s in (k.subject, k.predicate, k.meaning, o)])
+    ks = KeySpace(kb, tok, order)
+    model = unigram_unilm(tok.vocab_size, {tok.encode("科")[0]: math.log(0.6), tok.encode("演")[0]: math.log(0.4),
+                                           tok.encode("出")[0]: 5.0})
+    plain = Answerer(ks, tok)(model, questions)
+    assert [b[0].triple.key.meaning for b in plain] == ["科学家", "科学家"]
+    ruled = Answerer(ks, tok, rules=[MeaningEvidence(alpha=1.0)])(model, questions)
+    assert [b[0].triple.key for b in ruled] == [Key("刘德华", "出生日期", "演员"), Key("刘德华", "出生日期", "科学家")]
+    at_m = "刘德华|出生日期|" if order == "spm" else "刘德华|"
+    ctx = context(ks, tok, questions, [(0, at_m), (1, at_m)])
+    ke, yan = tok.encode("科")[0], tok.encode("演")[0]
+    scores = torch.full((2, tok.vocab_size), -5.0)
+    scores[:, ke], scores[:, yan] = math.log(0.6), math.log(0.4)
+    out = MeaningEvidence(alpha=1.0)(trie_mask(scores, ctx), ctx).exp()
+    assert out[0, yan].item() == pytest.approx(0.4 * math.e ** 3 / (0.4 * math.e ** 3 + 0.6), abs=1e-6)
+    assert out[1, ke].item() == pytest.approx(0.6 * math.e ** 5 / (0.6 * math.e ** 5 + 0.4), abs=1e-6)
+    before_m = context(ks, tok, questions, [(0, "刘德华|" if order == "spm" else "刘")])
+    assert len(MeaningEvidence().evidence_pairs(before_m)[0]) == 0
 
 
 def context(ks, tok, questions, rows):

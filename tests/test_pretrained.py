@@ -291,6 +291,7 @@ def with_unused_tokens(model: UniLM, tokens: list[str], count: int) -> list[str]
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 4 minutes each on 2 cores: .ci/run runs them after the default suite
 def test_the_same_weights_train_the_same_through_a_pretrained_folder(tmp_path):
     """A from-config model at the run's seed, saved with save_pretrained (weights, LM head and vocabulary), trains
     through backbone.pretrained= exactly as from config: from_pretrained's eval mode and its trainable copy of
@@ -375,6 +376,7 @@ def test_the_loss_runs_over_the_characters_of_the_data(replica):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 4 minutes each on 2 cores: .ci/run runs them after the default suite
 def test_an_article_like_folder_learns_the_toy_set(kgclue_root, tmp_path):
     """The main command through a folder laid out like the article's RoFormer-Sim-FT at tiny's shape: a vocabulary
     of KgCLUE's characters, far larger than the toy set's, that lacks common surnames of its subjects."""

@@ -3,7 +3,8 @@
 question → tokens → UniLM → step scores → trie mask → [look-ahead] → beam → key id → KB → answer.
 Like transformers' logits processors, each rule is a small object `rule(scores, ctx) -> scores`
 (kgqa.decoding.context.Rule): it re-weights the allowed tokens, by how much of the question the
-keys through each token could still cover (LCS rules) or by a subject copied from it (SubjectCopy).
+keys through each token could still cover (LCS rules), by a subject copied from it (SubjectCopy) or by
+what the KB knows of each meaning of a homonym (MeaningEvidence).
 The search has applied the trie mask before them; conf/lookahead/ names them by these classes.
 """
 from __future__ import annotations
@@ -205,4 +206,78 @@ class SubjectCopy:
         index = torch.from_numpy(changed).to(ctx.device)
         out = scores.clone()
         out[index] = renormalise(scores[index] + bonus)
+        return out
+
+
+class MeaningEvidence:
+    """While M is decoded and two or more meanings of the decoded subject are still allowed: log p + α·E for
+    each allowed token, renormalised, E the best evidence among the meanings through the token. A meaning's
+    evidence is the most characters of the question (its subject taken out) that one of that meaning's facts
+    in the KB shares with it (LCS with a predicate or an object), facts every meaning here has alike left out,
+    and under `min_chars` counted as none.
+
+    A homonym's keys rarely differ in anything the question spells out (刘德华（演员）vs 刘德华（科学家）), so the
+    look-ahead rules, which cover the question with the key alone, cannot tell them apart; their other facts
+    can (主演过无间道的刘德华 is the one with 无间道 among his works). What a subject's meanings know is memoised.
+    """
+
+    def __init__(self, alpha: float = 1.0, min_chars: int = 2, cache_size: int = 4096):
+        self.alpha, self.min_chars = alpha, min_chars
+        self._facts = lru_cache(maxsize=cache_size)(self._facts_uncached)
+        self._keyspace: KeySpace | None = None
+
+    def _facts_uncached(self, subject: tuple[int, ...]) -> dict[str, frozenset[str]]:
+        """Each meaning of the subject name: its predicates and objects in the KB, as token strings."""
+        ks = self._keyspace
+        facts: dict[str, set[str]] = {}
+        for key_id in ks.trie.values_under(ks.trie.walk([*subject, ks.sep_id])).tolist():
+            key = ks.kb.keys[key_id]
+            texts = facts.setdefault(key.meaning, set())
+            texts.update(as_text(ks.tokenizer.encode(t), ks.sep_id) for t in (key.predicate, *ks.kb.objects[key_id]))
+        return {meaning: frozenset(texts) for meaning, texts in facts.items()}
+
+    def evidence_pairs(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, token, E) for the allowed tokens of the rows deciding between two or more meanings."""
+        ks = ctx.keyspace
+        if self._keyspace is not ks:
+            self._keyspace = ks
+            self._facts.cache_clear()
+        sep, depth = ks.sep_id, ctx.prefixes.shape[1]
+        rows = np.flatnonzero(ctx.branching_mask & ((ctx.prefixes == sep).sum(1) == ks.order.index("m")))
+        pair_rows, pair_tokens, pair_evidence = [], [], []
+        for row in rows.tolist():
+            prefix = ctx.prefixes[row].tolist()
+            subject = tuple(prefix[: prefix.index(sep)])
+            state = int(ctx.states[row])
+            meanings = [ks.kb.keys[k].meaning for k in ks.trie.values_under(state).tolist()]
+            if len(set(meanings)) < 2:
+                continue
+            facts = self._facts(subject)
+            shared = frozenset.intersection(*(facts[m] for m in set(meanings)))
+            question = as_text(ctx.questions[ctx.row_question[row]], sep).replace(as_text(subject, sep), "", 1)
+            evidence = {}
+            for meaning in set(meanings):
+                texts = sorted(facts[meaning] - shared)
+                best = int(process.cdist([question], texts, scorer=LCSseq.similarity, workers=1).max()) if texts else 0
+                evidence[meaning] = best if best >= self.min_chars else 0
+            by_token: dict[int, int] = {}
+            for sequence, meaning in zip(ks.trie.sequences_under(state), meanings):
+                token = int(sequence[depth])
+                by_token[token] = max(by_token.get(token, 0), evidence[meaning])
+            pair_rows += [row] * len(by_token)
+            pair_tokens += by_token.keys()
+            pair_evidence += by_token.values()
+        return (np.array(pair_rows, dtype=np.int64), np.array(pair_tokens, dtype=np.int64),
+                np.array(pair_evidence, dtype=np.float32))
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        rows, tokens, evidence = self.evidence_pairs(ctx)
+        if not evidence.any():
+            return scores
+        changed = np.unique(rows)
+        bonus = scatter((len(changed), scores.shape[-1]), np.searchsorted(changed, rows), tokens,
+                        self.alpha * torch.from_numpy(evidence), ctx.device)
+        index = torch.from_numpy(changed).to(ctx.device)
+        out = scores.clone()
+        out[index] = renormalise(scores[index] + bonus.to(scores.dtype))
         return out

@@ -119,7 +119,7 @@ class KeySpace:
     from the KB's keys (deleted keys left out, ids kept)."""
 
     def __init__(self, kb: KnowledgeBase, tokenizer: Tokenizer, order: str, trie: KeyTrie | None = None):
-        self.kb, self.order, self.sep_id = kb, order, tokenizer.sep_id
+        self.kb, self.order, self.tokenizer, self.sep_id = kb, order, tokenizer, tokenizer.sep_id
         if trie is None:
             tokens, lengths, ids, _ = encode_live_keys(kb, tokenizer, order)
             trie = Trie.from_flat(tokens, lengths, ids)

@@ -1,0 +1,117 @@
+"""The exposure-bias options (conf/exposure/, kgqa.exposure): what the model reads is replaced, what it predicts
+stays gold; R-Drop's term; a toy training with them on still learns."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cli import printed_metrics, run_cli
+from kgqa.data.sources import ToySource
+from kgqa.datamodule import KgqaDataModule
+from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl
+from kgqa.kb.sources import SynthKB
+from kgqa.model import UniLM, build_backbone, target_positions
+
+
+@pytest.fixture(scope="module")
+def toy_dm() -> KgqaDataModule:
+    dm = KgqaDataModule(ToySource(seed=0), SynthKB(), target="spm")
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def batch(toy_dm) -> dict:
+    return toy_dm.collate(toy_dm.splits["train"][:32], trie_targets=True)
+
+
+def gold_targets(batch: dict) -> torch.Tensor:
+    rows, columns = target_positions(batch["segment_ids"], batch["valid"])
+    return batch["input_ids"][rows, columns + 1]
+
+
+def allowed_at(batch: dict) -> dict[int, set[int]]:
+    sets: dict[int, set[int]] = {}
+    for position, token in batch["allowed"].tolist():
+        sets.setdefault(position, set()).add(token)
+    return sets
+
+
+def test_a_sibling_is_another_token_the_trie_allows_there_drawn_uniformly(batch):
+    targets, allowed = gold_targets(batch), allowed_at(batch)
+    torch.manual_seed(0)
+    draws = [sibling_tokens(targets, batch["allowed"]).tolist() for _ in range(300)]
+    branching = [j for j, tokens in allowed.items() if len(tokens) > 1]
+    assert len(branching) > 10
+    for j, gold in enumerate(targets.tolist()):
+        drawn = Counter(d[j] for d in draws)
+        siblings = allowed.get(j, {gold}) - {gold}
+        if not siblings:
+            assert drawn == {gold: 300}  # nothing else allowed: the gold token is read
+        else:
+            assert set(drawn) == siblings if len(siblings) <= 20 else set(drawn) <= siblings
+    few = next(j for j in branching if 3 <= len(allowed[j]) <= 6)
+    counts = Counter(d[few] for d in draws)
+    assert min(counts.values()) > 300 / (len(allowed[few]) - 1) / 2  # no sibling starved
+
+
+def test_the_models_own_token_is_its_best_one_among_those_the_trie_allows(batch):
+    targets, allowed = gold_targets(batch), allowed_at(batch)
+    scores = torch.randn(len(targets), 200 + int(batch["allowed"][:, 1].max()), generator=torch.Generator().manual_seed(1))
+    chosen = model_tokens(scores, targets, batch["allowed"]).tolist()
+    for j, gold in enumerate(targets.tolist()):
+        tokens = sorted(allowed.get(j, ()))
+        expected = tokens[int(scores[j, tokens].argmax())] if tokens else gold
+        assert chosen[j] == expected
+    assert any(c != g for c, g in zip(chosen, targets.tolist()))  # random scores pick other tokens
+
+
+def test_only_what_later_positions_read_is_replaced(toy_dm, batch):
+    """Every target token read is replaced at rate 1, none at rate 0; the question is never touched. The
+    scores that predict a target token do not change when that token and later ones are replaced (causal
+    attention): the label stays gold. The first target token's scores are the same; the later ones differ."""
+    ids, seg, valid = batch["input_ids"], batch["segment_ids"], batch["valid"]
+    targets = gold_targets(batch)
+    torch.manual_seed(0)
+    replacements = sibling_tokens(targets, batch["allowed"])
+    assert torch.equal(read_with_replacements(ids, seg, valid, replacements, 0.0), ids)
+    read = read_with_replacements(ids, seg, valid, replacements, 1.0)
+    rows, columns = target_positions(seg, valid)
+    assert torch.equal(read[rows, columns + 1], replacements)
+    assert torch.equal(read[seg == 0], ids[seg == 0])
+    half = read_with_replacements(ids, seg, valid, replacements, 0.5)[rows, columns + 1]
+    changed = (replacements != targets)
+    assert 0.3 < ((half != targets) & changed).sum() / changed.sum() < 0.7
+
+    torch.manual_seed(0)
+    model = UniLM(build_backbone("roformer", len(toy_dm.tokenizer.vocab), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64)).eval()
+    with torch.no_grad():
+        gold_scores, scored, _ = model.target_scores(ids, seg, valid)
+        read_scores = model.target_scores(read, seg, valid)[0]
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    torch.testing.assert_close(read_scores[first], gold_scores[first])
+    assert (read_scores[~first] - gold_scores[~first]).abs().amax() > 1e-3
+    assert torch.equal(scored, targets)
+
+
+def test_rdrop_term_is_the_mean_symmetric_kl_of_the_two_passes():
+    first, second = torch.randn(5, 7), torch.randn(5, 7)
+    p, q = F.softmax(first, -1), F.softmax(second, -1)
+    by_hand = ((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)).mean() / 2
+    torch.testing.assert_close(symmetric_kl(first, second), by_hand)
+    assert symmetric_kl(first, first).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", [["exposure=sibling_replacement", "exposure.rdrop=1.0"],
+                                    ["exposure=scheduled_sampling"]], ids=["siblings+rdrop", "scheduled"])
+def test_toy_training_with_the_option_on_learns_held_out_questions(option, tmp_path):
+    """The toy run of test_end_to_end (8 epochs: val and test EM ≥ 0.9) with the option on."""
+    proc = run_cli("train", *option, "trainer.max_epochs=8", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}")
+    metrics = printed_metrics(proc)
+    assert metrics["val/em"] >= 0.9 and metrics["test/em"] >= 0.9, metrics
