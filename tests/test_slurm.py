@@ -114,6 +114,8 @@ def logged_steps(run_dir: Path) -> list[tuple[int, float]]:
 
 @pytest.mark.slurm
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 27, measured 2026-12-04: metrics, history and final weights equal the "
+                   "uninterrupted run, but the W&B train/loss values logged after the requeue differ (the last check)")
 @pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
 def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue):
     """Requeued in its second epoch, by `scontrol requeue` (Slurm ends the attempt at once: it continues from
