@@ -16,6 +16,7 @@ from kgqa.data.tokenizer import Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.errors import CheckpointError
 from kgqa.module import KgqaModule
+from kgqa.step_record import StepRecord
 
 
 DATAMODULE_KEYS = ("batch_size", "eval_batch_size", "max_question_len", "batches_per_bucket", "num_workers")
@@ -61,19 +62,28 @@ def build_logger(cfg: DictConfig):
     return logger
 
 
-def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, record: StepRecord | None = None,
+                  **overrides) -> L.Trainer:
     """In a Slurm job Lightning takes the ranks from Slurm but does not requeue on USR1 itself: its handler
-    saves wherever the signal lands, inside a step; kgqa.cli.cluster.RequeueBetweenBatches requeues a training."""
+    saves wherever the signal lands, inside a step; kgqa.cli.cluster.RequeueBetweenBatches requeues a training.
+    `record`: a training's StepRecord, logged to beside cfg.logger."""
     slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-    return instantiate(cfg.trainer, logger=build_logger(cfg), callbacks=[RichProgressBar(), *(callbacks or [])],
-                       plugins=[AtomicCheckpointIO(), *slurm], **overrides)
+    return instantiate(cfg.trainer, logger=[build_logger(cfg), *([record] if record else [])],
+                       callbacks=[RichProgressBar(), *(callbacks or [])], plugins=[AtomicCheckpointIO(), *slurm],
+                       **overrides)
 
 
 def finish_loggers(trainer: L.Trainer) -> None:
-    """Close the W&B run: the jobs of a multirun share one process, and each must get its own run."""
+    """Close the W&B run (the jobs of a multirun share one process, and each must get its own run), and
+    say so in the step record."""
+    if not trainer.is_global_zero:
+        return
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+        if isinstance(logger, WandbLogger):
             logger.experiment.finish()
+    for logger in trainer.loggers:
+        if isinstance(logger, StepRecord):
+            logger.wandb_closed()
 
 
 def val_and_test_metrics(trainer: L.Trainer, module, dm, ckpt_path: str | None) -> dict[str, float]:

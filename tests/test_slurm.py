@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 from cli import ROOT, run_cli
+from kgqa.report.collect import collect
 from wandb_offline import read_offline_run
 
-TOY = ["trainer.max_epochs=2", "+data.source.n_entities=300"]
+TOY = ["trainer.max_epochs=2", "+data.source.n_entities=300", "trainer.log_every_n_steps=1"]  # W&B: every step
 ONE_CPU = {"OMP_NUM_THREADS": "1"}  # what a job of the preset gets: the same threads, the same float sums
 
 
@@ -50,6 +53,44 @@ def test_sweep_through_slurm_equals_the_local_sweep_run_by_run(slurm_partition, 
     assert (sweep / "summary.csv").is_file()
     script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
     assert {"--signal=USR1@90", "--cpus-per-task=1", "--gpus-per-node=0", "--mem=4GB"} <= set(script.split())
+
+
+@pytest.mark.slurm
+def test_decode_sweep_through_slurm_equals_the_local_one(slurm_partition, local_sweep, tmp_path):
+    """kgqa-eval -m: each decode of the trained run a job, with the local sweep's metrics, run by run."""
+    decodes = {}
+    for where, launcher in (("local", []), ("slurm", slurm(slurm_partition))):
+        sweep = tmp_path / where
+        run_cli("evaluate", "-m", *launcher, f"ckpt={local_sweep / '0'}", "split=val", "decode.beam=1,3",
+                f"hydra.sweep.dir={sweep}", env=ONE_CPU)
+        decodes[where] = {(r["factors"]["beam"], r["factors"]["target"]): r["metrics"] for r in collect(sweep)}
+    assert sorted(decodes["slurm"]) == [(1, "spm"), (3, "spm")]
+    assert decodes["slurm"] == decodes["local"]
+    assert len(list((tmp_path / "slurm" / ".submitit").glob("*/*_submission.sh"))) == 1  # one array of jobs
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_two_task_job_trains_with_slurms_ranks(slurm_partition, tmp_path):
+    """trainer=ddp_cpu through Slurm: a job of two tasks (the preset: one per device), whose ranks Lightning's
+    SLURMEnvironment takes from Slurm (it launches no processes of its own: two tasks of a job asking for
+    two devices), rank 0 alone writing the run folder and W&B; its metrics equal the same two-process
+    training launched here by Lightning."""
+    common = ["trainer=ddp_cpu", "trainer.max_epochs=1", "+data.source.n_entities=300"]
+    sweep, local = tmp_path / "sweep", tmp_path / "local"
+    run_cli("train", "-m", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm_partition}", *common,
+            "seed=0", f"hydra.sweep.dir={sweep}")
+    run_cli("train", *common, "seed=0", f"hydra.run.dir={local}", env=ONE_CPU)
+    (job,) = [json.loads((sweep / "0" / "metrics.json").read_text())]
+    reference = json.loads((local / "metrics.json").read_text())
+    assert job["metrics"] == reference["metrics"] and job["history"] == reference["history"]
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "--ntasks-per-node=2" in script.split()
+    array = next((sweep / ".submitit").glob("*/*_0_log.out")).name.split("_")[0]  # the array's job id
+    steps = subprocess.run(["sacct", "-n", "-P", "-j", array, "-o", "JobName,NTasks"], capture_output=True,
+                           text=True).stdout.split()
+    assert any(line.endswith("|2") for line in steps), steps  # the job's step ran two tasks
+    assert len(list((sweep / "0" / "wandb").glob("offline-run-*"))) == 1
 
 
 @pytest.mark.slurm
@@ -106,25 +147,19 @@ def test_a_failed_job_is_reported_and_the_same_command_runs_only_it(slurm_partit
     assert logs[0] != logs[1]  # the failed run was a job again
 
 
-def logged_steps(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, train/loss) of every training step the run logged to W&B, over all its offline runs (attempts)."""
-    rows = [h for d in sorted(run_dir.glob("wandb/offline-run-*")) for h in read_offline_run(d).history]
-    return sorted((h["trainer/global_step"], h["train/loss"]) for h in rows if "train/loss" in h)
+def logged_steps(run_dir: Path) -> list[list[tuple[int, float]]]:
+    """(step, train/loss) of every training step the run logged to W&B, an offline run (attempt) a list,
+    oldest first."""
+    return [[(h["trainer/global_step"], h["train/loss"]) for h in read_offline_run(d).history if "train/loss" in h]
+            for d in sorted(run_dir.glob("wandb/offline-run-*"))]
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 27, measured 2026-12-04: metrics, history and final weights equal the "
-                   "uninterrupted run, but the W&B train/loss values logged after the requeue differ (the last check)")
-@pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
-def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue):
-    """Requeued in its second epoch, by `scontrol requeue` (Slurm ends the attempt at once: it continues from
-    last.ckpt) or by the preset's USR1 (RequeueBetweenBatches saves before the next batch, mid-epoch): the new
-    attempt (SLURM_RESTART_COUNT=1) resumes in the same folder with the same W&B run id and ends with the
-    uninterrupted run's metrics, history and weights; W&B holds every training step once."""
-    sweep = tmp_path / "sweep"
+def signalled_in_its_second_epoch(sweep: Path, partition: str, signal_job: Callable[[str], object]
+                                  ) -> tuple[str, int, str]:
+    """A one-run toy sweep through Slurm, `signal_job(JOB)` called once its first epoch's last.ckpt is
+    written: (the job id, the launching command's exit status and stderr) once it ended."""
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(slurm_partition), "target=spm", *TOY,
+    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(partition), "target=spm", *TOY,
            f"hydra.sweep.dir={sweep}"]
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         last = sweep / "0" / "checkpoints" / "last.ckpt"
@@ -133,26 +168,101 @@ def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep
                 break
             time.sleep(0.5)
         assert last.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
-        first_id = json.loads((sweep / "0" / "run.json").read_text())["wandb_id"]
         (job,) = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-        subprocess.run([*requeue, job], check=True)
+        signal_job(job)
         _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-    restarts = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job.split("_")[0], "-o", "State"],
-                              capture_output=True, text=True).stdout.split()
-    assert "REQUEUED" in restarts and restarts[-1] == "COMPLETED"
+    return job, proc.returncode, err
+
+
+def sent(*command: str) -> Callable[[str], object]:
+    return lambda job: subprocess.run([*command, job], check=True)
+
+
+def killed_like_the_oom_killer(job: str) -> None:
+    """SIGKILL to the job's Python process (the training), nothing before it; `scancel --signal=KILL` is
+    a plain cancel to Slurm (SIGTERM first)."""
+    listed = subprocess.run(["scontrol", "listpids", job.split("_")[0]], capture_output=True, text=True,
+                            check=True).stdout.split("\n")[1:]
+    pids = [int(line.split()[0]) for line in listed if line.split() and line.split()[0].isdigit()]
+    ours = {p for p in pids if b"submitit.core._submit" in Path(f"/proc/{p}/cmdline").read_bytes()
+            and "python" in os.readlink(f"/proc/{p}/exe")}  # not srun, whose command line names it too
+    parent = {p: int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) for p in ours}
+    (python,) = [p for p in ours if parent[p] not in ours]  # not its forked children
+    os.kill(python, signal.SIGKILL)
+
+
+def final_states(job: str) -> list[str]:
+    """Slurm's accounting of every attempt of a job, once the last one is recorded as ended (it lags)."""
+    for _ in range(60):
+        states = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job.split("_")[0], "-o", "State"],
+                                capture_output=True, text=True).stdout.splitlines()
+        if states and states[-1] not in ("PENDING", "RUNNING", "REQUEUED"):
+            return states
+        time.sleep(0.5)
+    return states
+
+
+def ends_as_the_uninterrupted_run(sweep: Path, local_sweep: Path, wandb_id: str, set_aside: int) -> None:
+    """The uninterrupted run's metrics, history and weights; one W&B run id over all attempts, which hold
+    every training step once, with its loss, `set_aside` of them (left open by an attempt Slurm ended)
+    moved to wandb/incomplete/ and logged again; the run's step record the same."""
     (run,), reference = runs(sweep).values(), runs(local_sweep)["target=spm"]
     assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
     weights = [torch.load(d / "0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
                for d in (sweep, local_sweep)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-    assert json.loads((sweep / "0" / "run.json").read_text())["wandb_id"] == first_id
-    assert {p.name.rsplit("-", 1)[1] for p in (sweep / "0" / "wandb").glob("offline-run-*")} == {first_id}
-    assert logged_steps(sweep / "0") == logged_steps(local_sweep / "0")
+    assert json.loads((sweep / "0" / "run.json").read_text())["wandb_id"] == wandb_id
+    assert {p.name.rsplit("-", 1)[1] for p in (sweep / "0" / "wandb").rglob("offline-run-*")} == {wandb_id}
+    assert len(list((sweep / "0" / "wandb" / "incomplete").glob("offline-run-*"))) == set_aside
+    (steps,) = logged_steps(local_sweep / "0")
+    assert [row for attempt in logged_steps(sweep / "0") for row in attempt] == steps
+    record = [json.loads(x) for x in (sweep / "0" / "steps.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["metrics"]["train/loss"]) for r in record if "train/loss" in r.get("metrics", {})] == steps
     assert not list((sweep / "0").glob("hpc_ckpt_*.ckpt"))
-    if requeue[0] == "scancel":
-        (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
-        assert "kgqa: requeued Slurm job" in log.read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
+def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue):
+    """Requeued in its second epoch, by `scontrol requeue` (Slurm's SIGTERM: RequeueBetweenBatches saves
+    before the next batch and the attempt ends) or by the preset's USR1 (it saves before the next batch and
+    requeues): the new attempt (SLURM_RESTART_COUNT=1) resumes mid-epoch in the same folder with the same
+    W&B run id and ends as the uninterrupted run (ends_as_the_uninterrupted_run). SIGTERM kills W&B's
+    service too: the first attempt's offline run is set aside and its steps logged again."""
+    sweep = tmp_path / "sweep"
+    job, status, err = signalled_in_its_second_epoch(sweep, slurm_partition, sent(*requeue))
+    assert status == 0, err[-3000:]
+    assert "REQUEUED" in (attempts := final_states(job)) and attempts[-1] == "COMPLETED"
+    first_id = next((sweep / "0" / "wandb").glob("offline-run-*")).name.rsplit("-", 1)[1]
+    (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
+    said = {"scontrol": "kgqa: Slurm ends job", "scancel": "kgqa: requeued Slurm job"}[requeue[0]]
+    assert said in log.read_text()
+    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside=int(requeue[0] == "scontrol"))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("end", ["scancel", "sigkill"])
+def test_a_job_ended_for_good_is_continued_by_the_same_command(slurm_partition, local_sweep, tmp_path, end):
+    """In the second epoch, `scancel` (SIGTERM: RequeueBetweenBatches saves before the next batch) or a
+    SIGKILL to the training process with no warning (as the out-of-memory killer sends): the job ends
+    without a result, the launching process records the run's failure (Slurm's state, the job's log) and
+    the sweep says so; the same command again continues the run from its newest checkpoint (the saved one,
+    or the first epoch's last.ckpt) and ends as the uninterrupted run (ends_as_the_uninterrupted_run)."""
+    sweep = tmp_path / "sweep"
+    how = sent("scancel") if end == "scancel" else killed_like_the_oom_killer
+    job, status, err = signalled_in_its_second_epoch(sweep, slurm_partition, how)
+    assert status == 1 and "1 run(s) of the sweep failed" in err.strip().splitlines()[-1], err[-3000:]
+    failed = json.loads((sweep / "0" / "failed.json").read_text())
+    assert failed["error"].startswith(f"Slurm job {job} ended without a result ({final_states(job)[-1]}: killed")
+    assert Path(failed["log"]).is_file()
+    saved = [x for x in Path(failed["log"]).read_text().splitlines() if x.startswith("kgqa: Slurm ends job")]
+    assert len(saved) == (end == "scancel")
+    first_id = next((sweep / "0" / "wandb").glob("offline-run-*")).name.rsplit("-", 1)[1]
+    run_cli("train", "-m", *slurm(slurm_partition), "target=spm", *TOY, f"hydra.sweep.dir={sweep}")
+    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside=1)
+    assert not (sweep / "0" / "failed.json").exists()
 
 
 @pytest.mark.parametrize("env, cores, threads", [({"SLURM_CPUS_PER_TASK": "1"}, None, 1), ({}, {0}, 1),

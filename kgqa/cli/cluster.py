@@ -95,48 +95,73 @@ def unfinished_checkpoint(run_dir: Path) -> Path | None:
 
 
 class RequeueBetweenBatches(LightningCallback):
-    """Slurm's requeue signal (USR1, signal_delay_s before the time limit, or `scancel --signal=USR1`) handled
-    between two training batches, in place of Lightning's handler, which saves hpc_ckpt_N.ckpt wherever the
-    signal lands (inside a step) and lets training go on until Slurm kills the job. Here the signal only
-    marks the request; before the next batch every rank saves the checkpoint (the loop, the loader's place in
-    the epoch, each rank's RNG: the resume is exact), rank 0 closes the W&B run (every step logged so far is
-    in it) and requeues this array task, and the job waits for Slurm to end it."""
+    """Slurm's signals handled between two training batches, in place of Lightning's handlers: USR1, the
+    preset's requeue signal (signal_delay_s before the time limit, or `scancel --signal=USR1`), which
+    Lightning answers by saving hpc_ckpt_N.ckpt wherever it lands, inside a step; and SIGTERM, Slurm ending
+    this attempt (`scontrol requeue`, `scancel`, preemption; SIGKILL follows KillWait later), which
+    Lightning answers by stopping after the batch, mid-validation even, with nothing saved. Here a signal
+    only marks the request; before the next batch every rank saves the checkpoint (the loop, the loader's
+    place in the epoch, each rank's RNG: the resume is exact). After USR1 rank 0 closes the W&B run (every
+    step logged so far is in it), requeues this array task and the job waits for Slurm to end it. SIGTERM
+    reaches every process of the job, W&B's service too, which dies at once with the records it had not
+    written (wandb 0.31; a log call then raises): W&B is let go when it arrives, the attempt ends at the
+    checkpoint, and the next one logs the lost steps again (kgqa.step_record)."""
 
-    def __init__(self, signum: int = signal.SIGUSR1):
-        self.signum, self.requested = signum, False
+    def __init__(self):
+        self.received: set[int] = set()
+        self.trainer: L.Trainer | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
-            signal.signal(self.signum, self.request)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After Lightning's own handlers (set when fit starts; it restores what they replaced at teardown)."""
+        if SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
+            self.trainer = trainer
+            for signum in (signal.SIGUSR1, signal.SIGTERM):
+                signal.signal(signum, self.receive)
 
-    def request(self, signum: int, frame: Any) -> None:
-        self.requested = True
+    def receive(self, signum: int, frame: Any) -> None:
+        self.received.add(signum)
+        if signum == signal.SIGTERM and self.trainer is not None:
+            self.trainer.loggers = [x for x in self.trainer.loggers if not isinstance(x, WandbLogger)]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+        if not trainer.strategy.reduce_boolean_decision(bool(self.received), all=False):
             return
-        self.requested = False
+        ending = trainer.strategy.reduce_boolean_decision(signal.SIGTERM in self.received, all=False)
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
-        trainer.save_checkpoint(path)
-        if not trainer.is_global_zero:
-            self.wait_for_slurm(trainer)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.finish()
+        self.save_between_batches(trainer, path)
         task = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = f"{task}_{os.environ['SLURM_ARRAY_TASK_ID']}" if task else os.environ["SLURM_JOB_ID"]
+        if ending:
+            print(f"kgqa: Slurm ends job {job} (SIGTERM) at step {trainer.global_step}: {path}", file=sys.stderr)
+            raise SystemExit(0)
+        if not trainer.is_global_zero:
+            self.wait_for_slurm()
+        from kgqa.build import finish_loggers
+
+        finish_loggers(trainer)
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"kgqa: scontrol requeue {job} failed ({done.stderr.strip()}); "
                              f"{path} holds the run: resume={trainer.default_root_dir} continues it")
         print(f"kgqa: requeued Slurm job {job} at step {trainer.global_step}: {path}", file=sys.stderr)
-        self.wait_for_slurm(trainer)
+        self.wait_for_slurm()
 
     @staticmethod
-    def wait_for_slurm(trainer: L.Trainer) -> None:
+    def save_between_batches(trainer: L.Trainer, path: Path) -> None:
+        """Lightning restores a mid-epoch checkpoint as one saved at the end of its last batch, before that
+        batch's logging step was counted, and counts it again; saved here, before the next batch, the count
+        already holds it, so it is saved one lower: the next attempt logs each step under its own number."""
+        loop = trainer.fit_loop.epoch_loop
+        counted_again = int(not loop._should_accumulate())
+        loop._batches_that_stepped -= counted_again
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            loop._batches_that_stepped += counted_again
+
+    def wait_for_slurm(self) -> None:
         """Nothing more is trained or logged: the requeue ends this attempt (SIGTERM, then SIGKILL)."""
-        while not trainer.received_sigterm:
+        while signal.SIGTERM not in self.received:
             time.sleep(0.2)
         raise SystemExit(0)
-

@@ -57,6 +57,21 @@ def record_failure(run_dir: Path, name: str, error: str, crash: bool) -> dict:
     return {}
 
 
+def record_dead_job(run_dir: Path, overrides: list[str], job: str, state: str, log_file: Path) -> None:
+    """failed.json for a run whose Slurm job ended without a result, written by the launching process:
+    nothing in the job could say why (SIGKILL, out of memory, a lost node), Slurm's state does."""
+    from kgqa.cli.cluster import swept_on_command_line
+
+    swept = swept_on_command_line()
+    name = ",".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept).replace("/", "_") or " ".join(overrides)
+    line = (f"Slurm job {job} ended without a result ({state}: killed, out of memory or its node lost); "
+            f"its last checkpoint, if any, is where the same command continues it")
+    print(f"kgqa: {name}: {line}", file=sys.stderr)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / FAILED, json.dumps({"name": name, "error": line, "log": str(log_file.resolve())},
+                                            ensure_ascii=False))
+
+
 def passed(run_dir: Path) -> None:
     """A run that ran to its end is no longer a failed one."""
     (run_dir / FAILED).unlink(missing_ok=True)

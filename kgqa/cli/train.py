@@ -16,6 +16,7 @@ from kgqa.report import write_run_metrics
 from kgqa.build import (build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers,
                         val_and_test_metrics)
 from kgqa.console import print_config, print_metrics, quiet_console
+from kgqa.step_record import StepRecord, WandbMadeWhole
 from kgqa.trusted import project_targets
 
 
@@ -61,8 +62,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     dm.setup()
     module = build_module(cfg, dm.tokenizer.vocab_size)
     best_ckpt, last_ckpt = checkpoint_callbacks(cfg)
+    record = StepRecord(run_dir)
     trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, CheckpointsFollowTheFolder(best_ckpt.dirpath),
-                                            RequeueBetweenBatches()])
+                                            RequeueBetweenBatches(), WandbMadeWhole(record)], record=record)
     if trainer.is_global_zero:
         save_run_files(run_dir, cfg, trainer)
     variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
