@@ -194,7 +194,7 @@ def killed_like_the_oom_killer(job: str) -> None:
 def final_states(job: str) -> list[str]:
     """Slurm's accounting of every attempt of a job, once the last one is recorded as ended (it lags)."""
     for _ in range(60):
-        states = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job.split("_")[0], "-o", "State"],
+        states = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", "State"],
                                 capture_output=True, text=True).stdout.splitlines()
         if states and states[-1] not in ("PENDING", "RUNNING", "REQUEUED"):
             return states
@@ -239,6 +239,53 @@ def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep
     said = {"scontrol": "kgqa: Slurm ends job", "scancel": "kgqa: requeued Slurm job"}[requeue[0]]
     assert said in log.read_text()
     ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside=int(requeue[0] == "scontrol"))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_time_limit_reached_mid_training_requeues_and_the_run_ends_as_without_it(slurm_partition, tmp_path):
+    """A 2-minute limit, the preset's USR1 60 s ahead, a 40-epoch toy run: Slurm signals it mid-training,
+    it saves between batches and requeues, and the run ends as the same run trained here without a limit,
+    its W&B steps once."""
+    long = ["target=spm", "trainer.max_epochs=40", "+data.source.n_entities=300"]
+    run_cli("train", "-m", *long, f"hydra.sweep.dir={tmp_path}/local", env=ONE_CPU)
+    sweep = tmp_path / "sweep"
+    run_cli("train", "-m", *slurm(slurm_partition), "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60",
+            *long, f"hydra.sweep.dir={sweep}")
+    (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
+    assert "kgqa: requeued Slurm job" in log.read_text()
+    (run,), (reference,) = runs(sweep).values(), runs(tmp_path / "local").values()
+    assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
+    (steps,) = logged_steps(tmp_path / "local" / "0")
+    assert [row for attempt in logged_steps(sweep / "0") for row in attempt] == steps
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeuing_one_array_task_leaves_its_sibling_alone(slurm_partition, local_sweep, tmp_path):
+    """A 2-run sweep is one array; USR1 to one task requeues that task only (Lightning once requeued the
+    whole array, Lightning#15022): its sibling runs once, and both runs end as the local sweep's."""
+    sweep = tmp_path / "sweep"
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(slurm_partition), "target=spm,smp", *TOY,
+           f"hydra.sweep.dir={sweep}"]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        for _ in range(600):
+            if (sweep / "0" / "checkpoints" / "last.ckpt").is_file() or proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        tasks = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        (signalled,) = [t for t in tasks if t.endswith("_0")]
+        subprocess.run(["scancel", "--signal=USR1", signalled], check=True)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    sibling = signalled[:-1] + "1"
+    assert "REQUEUED" in (states := final_states(signalled)) and states[-1] == "COMPLETED"
+    assert final_states(sibling) == ["COMPLETED"]
+    jobs, local = runs(sweep), runs(local_sweep)
+    assert sorted(jobs) == ["target=smp", "target=spm"]
+    for name, run in jobs.items():
+        assert run["metrics"] == local[name]["metrics"] and run["history"] == local[name]["history"]
 
 
 @pytest.mark.slurm

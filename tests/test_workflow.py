@@ -118,10 +118,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # the resumed W&B run is the same run: one id in every offline run folder (named offline-run-<time>-<id>)
-    runs = sorted((killed / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
-    assert read_offline_run(runs[-1]).id == runs[0].name.rsplit("-", 1)[1]
+    # the resumed W&B run is the same run: one id in every offline run folder (named offline-run-<time>-<id>);
+    # the killed attempt's, which its dying service left short, is set aside and its steps logged again
+    (run,), (set_aside,) = (sorted((killed / "wandb" / d).glob("offline-run-*")) for d in (".", "incomplete"))
+    assert read_offline_run(run).id == run.name.rsplit("-", 1)[1] == set_aside.name.rsplit("-", 1)[1]
+    losses = [[(r["step"], r["metrics"]["train/loss"]) for r in map(json.loads, (d / "steps.jsonl").open())
+               if "train/loss" in r.get("metrics", {})] for d in (tmp_path / "straight", killed)]
+    assert losses[1] == losses[0] and len({step for step, _ in losses[0]}) == len(losses[0]) > 0
+    logged = [(h["trainer/global_step"], h["train/loss"]) for h in read_offline_run(run).history if "train/loss" in h]
+    assert logged == losses[0]
 
 
 def test_truncated_checkpoint_cannot_be_resumed_silently(tmp_path, trained_toy):

@@ -14,6 +14,10 @@ PORT=${KGQA_SLURM_PORT:-6817}          # slurmctld; slurmd, slurmdbd and mariadb
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)   # stop order
 export SLURM_CONF=$STATE/slurm.conf
 
+node_name() {  # one the jobs resolve: DDP's ranks meet at the first node of SLURM_NODELIST
+  if getent hosts "$(hostname -s)" >/dev/null; then hostname -s; else echo localhost; fi
+}
+
 running() { [[ -f $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
 wait_for() {  # wait_for WHAT SECONDS COMMAND...: until COMMAND succeeds, else the daemon's log and exit 1
@@ -43,6 +47,7 @@ install_missing() {
 write_configs() {
   local cpus mem host
   cpus=$(nproc); mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10)); host=$(hostname -s)
+  node=$(node_name)
   mkdir -p "$STATE"/{ctld,spool,mysql}
   cat >"$STATE/slurm.conf" <<CONF
 ClusterName=$CLUSTER
@@ -74,8 +79,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
 AccountingStoragePass=$STATE/munge.socket   # for slurmdbd: the munge socket
-NodeName=kgqa-node NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=kgqa-node Default=YES MaxTime=INFINITE State=UP
+NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
   cat >"$STATE/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -125,7 +130,7 @@ start_slurm() {
   fi
   sacctmgr -n list cluster format=cluster | grep -qw $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
   if ! running slurmctld; then slurmctld; wait_for slurmctld 30 scontrol ping; fi
-  if ! running slurmd; then slurmd -N kgqa-node; fi
+  if ! running slurmd; then slurmd -N "$(node_name)"; fi
   wait_for slurmd 30 bash -c "sinfo -h -N -o %t | grep -qE '^(idle|mix|alloc)'"
   if [[ ! -e /etc/slurm/slurm.conf && -w /etc ]]; then
     mkdir -p /etc/slurm && ln -s "$SLURM_CONF" /etc/slurm/slurm.conf && touch "$STATE/linked-etc"

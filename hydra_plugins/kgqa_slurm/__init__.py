@@ -28,8 +28,9 @@ class KgqaSlurmLauncher(SlurmLauncher):
             except UncompletedJobError:
                 index = int(job.job_id.split("_")[1]) if "_" in job.job_id else 0  # its place in the array
                 overrides = list(job_overrides[index])
-                record_dead_job(sweep / str(initial_job_idx + index), overrides, job.job_id, job.state,
-                                Path(job.paths.stderr))
+                if job.task_id == 0:  # a job of several tasks (DDP): one record, with rank 0's log
+                    record_dead_job(sweep / str(initial_job_idx + index), overrides, job.job_id, job.state,
+                                    Path(job.paths.stderr))
                 return [JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)]
 
         submitit.Job.results = results_or_failure
