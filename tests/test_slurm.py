@@ -244,13 +244,13 @@ def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_time_limit_reached_mid_training_requeues_and_the_run_ends_as_without_it(slurm_partition, tmp_path):
-    """A 2-minute limit, the preset's USR1 60 s ahead, a 40-epoch toy run: Slurm signals it mid-training,
-    it saves between batches and requeues, and the run ends as the same run trained here without a limit,
-    its W&B steps once."""
-    long = ["target=spm", "trainer.max_epochs=40", "+data.source.n_entities=300"]
+    """A 3-minute limit, the preset's USR1 120 s ahead, an 80-epoch toy run (about 100 s of training here):
+    Slurm signals it mid-training, it saves between batches and requeues (again if the next attempt meets
+    the limit too), and the run ends as the same run trained here without a limit, its W&B steps once."""
+    long = ["target=spm", "trainer.max_epochs=80", "+data.source.n_entities=300"]
     run_cli("train", "-m", *long, f"hydra.sweep.dir={tmp_path}/local", env=ONE_CPU)
     sweep = tmp_path / "sweep"
-    run_cli("train", "-m", *slurm(slurm_partition), "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60",
+    run_cli("train", "-m", *slurm(slurm_partition), "hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=120",
             *long, f"hydra.sweep.dir={sweep}")
     (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
     assert "kgqa: requeued Slurm job" in log.read_text()

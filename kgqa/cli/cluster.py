@@ -94,6 +94,17 @@ def unfinished_checkpoint(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def slurm_job() -> str:
+    """This job as Slurm names it: ARRAY_TASK for a task of an array (a sweep), else its id."""
+    task = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{task}_{os.environ['SLURM_ARRAY_TASK_ID']}" if task else os.environ["SLURM_JOB_ID"]
+
+
+def in_slurm_main_thread() -> bool:
+    """A Slurm job's process, where signal handlers can be set (the main thread)."""
+    return SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread()
+
+
 class RequeueBetweenBatches(LightningCallback):
     """Slurm's signals handled between two training batches, in place of Lightning's handlers: USR1, the
     preset's requeue signal (signal_delay_s before the time limit, or `scancel --signal=USR1`), which
@@ -105,23 +116,42 @@ class RequeueBetweenBatches(LightningCallback):
     step logged so far is in it), requeues this array task and the job waits for Slurm to end it. SIGTERM
     reaches every process of the job, W&B's service too, which dies at once with the records it had not
     written (wandb 0.31; a log call then raises): W&B is let go when it arrives, the attempt ends at the
-    checkpoint, and the next one logs the lost steps again (kgqa.step_record)."""
+    checkpoint, and the next one logs the lost steps again (kgqa.step_record). USR1 before or after
+    training (loading, the final tests) requeues at once: the checkpoints on disk are where the run is."""
 
     def __init__(self):
         self.received: set[int] = set()
-        self.trainer: L.Trainer | None = None
+        self.trainer: L.Trainer | None = None  # while it trains
+        if in_slurm_main_thread():  # from the start: before and after training USR1 requeues at once
+            signal.signal(signal.SIGUSR1, self.receive)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """After Lightning's own handlers (set when fit starts; it restores what they replaced at teardown)."""
-        if SLURMEnvironment.detect() and threading.current_thread() is threading.main_thread():
+        """SIGTERM after Lightning's own handler (set when fit starts; it restores the one before at teardown)."""
+        if in_slurm_main_thread():
             self.trainer = trainer
-            for signum in (signal.SIGUSR1, signal.SIGTERM):
-                signal.signal(signum, self.receive)
+            signal.signal(signal.SIGTERM, self.receive)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.trainer = None
 
     def receive(self, signum: int, frame: Any) -> None:
+        if self.trainer is None:  # no batch to wait for: the checkpoints on disk are where the run is
+            if signum == signal.SIGUSR1:
+                self.requeue("before or after training")
+            return
         self.received.add(signum)
-        if signum == signal.SIGTERM and self.trainer is not None:
+        if signum == signal.SIGTERM:
             self.trainer.loggers = [x for x in self.trainer.loggers if not isinstance(x, WandbLogger)]
+
+    @staticmethod
+    def requeue(where: str) -> None:
+        """`scontrol requeue` of this array task (not of its array), or one line saying how to continue."""
+        job = slurm_job()
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"kgqa: scontrol requeue {job} failed ({done.stderr.strip()}); the run's folder holds "
+                             f"its checkpoints: the same command, or resume=<run folder>, continues it")
+        print(f"kgqa: requeued Slurm job {job} {where}", file=sys.stderr)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -130,21 +160,16 @@ class RequeueBetweenBatches(LightningCallback):
         ending = trainer.strategy.reduce_boolean_decision(signal.SIGTERM in self.received, all=False)
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
         self.save_between_batches(trainer, path)
-        task = os.environ.get("SLURM_ARRAY_JOB_ID")
-        job = f"{task}_{os.environ['SLURM_ARRAY_TASK_ID']}" if task else os.environ["SLURM_JOB_ID"]
         if ending:
-            print(f"kgqa: Slurm ends job {job} (SIGTERM) at step {trainer.global_step}: {path}", file=sys.stderr)
+            print(f"kgqa: Slurm ends job {slurm_job()} (SIGTERM) at step {trainer.global_step}: {path}",
+                  file=sys.stderr)
             raise SystemExit(0)
         if not trainer.is_global_zero:
             self.wait_for_slurm()
         from kgqa.build import finish_loggers
 
         finish_loggers(trainer)
-        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"kgqa: scontrol requeue {job} failed ({done.stderr.strip()}); "
-                             f"{path} holds the run: resume={trainer.default_root_dir} continues it")
-        print(f"kgqa: requeued Slurm job {job} at step {trainer.global_step}: {path}", file=sys.stderr)
+        self.requeue(f"at step {trainer.global_step}: {path}")
         self.wait_for_slurm()
 
     @staticmethod

@@ -38,6 +38,7 @@ def weights_by_absolute_path(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    requeue = RequeueBetweenBatches()  # first: a Slurm job's USR1 now requeues it, before training too
     resume_from = None
     unfinished = None if cfg.resume else unfinished_checkpoint(Path(cfg.output_dir))
     if cfg.resume:
@@ -64,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best_ckpt, last_ckpt = checkpoint_callbacks(cfg)
     record = StepRecord(run_dir)
     trainer = build_trainer(cfg, callbacks=[best_ckpt, last_ckpt, CheckpointsFollowTheFolder(best_ckpt.dirpath),
-                                            RequeueBetweenBatches(), WandbMadeWhole(record)], record=record)
+                                            requeue, WandbMadeWhole(record)], record=record)
     if trainer.is_global_zero:
         save_run_files(run_dir, cfg, trainer)
     variants = decode_variants(cfg)  # conf/ is read before training (the rules, the targets a checkpoint may
