@@ -57,7 +57,7 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$STATE/munge.socket,cred_expire=30
+AuthInfo=socket=$STATE/munge.socket,cred_expire=10   # a requeued job waits this long to start again
 CredType=cred/munge
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool
@@ -73,7 +73,7 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 ReturnToService=2
 MpiDefault=none
-SchedulerParameters=sched_interval=10,bf_interval=5
+SchedulerParameters=sched_interval=2,bf_interval=1   # jobs start within seconds of submission
 KillWait=10
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
