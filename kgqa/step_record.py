@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from kgqa.errors import DataError
 from kgqa.files import write_text
 
 RECORD = "steps.jsonl"
@@ -59,9 +60,15 @@ class StepRecord(Logger):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = []
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{self.path}:{number}: not a row of the run's step record ({error.msg}); mend or "
+                                f"remove the line to continue the run") from None
+        return rows
 
 
 def offline_run(logger: WandbLogger) -> Path | None:
