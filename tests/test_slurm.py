@@ -56,6 +56,7 @@ def test_sweep_through_slurm_equals_the_local_sweep_run_by_run(slurm_partition, 
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_decode_sweep_through_slurm_equals_the_local_one(slurm_partition, local_sweep, tmp_path):
     """kgqa-eval -m: each decode of the trained run a job, with the local sweep's metrics, run by run."""
     decodes = {}

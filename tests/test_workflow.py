@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from cli import ROOT, printed_metrics, run_cli
@@ -160,6 +161,7 @@ def test_slurm_launcher_and_multi_node_settings(monkeypatch):
              "SLURM_NODEID": "1", "SLURM_JOB_NAME": "kgqa", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "node[1-2]"}
     for k, v in slurm.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # the Trainer sets it for the process: back after
     settings = OmegaConf.to_container(cfg.trainer)
     settings.pop("default_root_dir")  # ${hydra:...}: set only inside a running app
     trainer = instantiate(settings, logger=False)
