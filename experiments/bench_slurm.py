@@ -37,8 +37,9 @@ def sweep(folder: Path, overrides: list[str]) -> float:
 
 
 def training_rows(record: Path) -> list[dict]:
-    rows = [json.loads(x) for x in record.read_text().splitlines()] if record.is_file() else []
-    return [row for row in rows if "train/loss" in row.get("metrics", {})]
+    """The step record's training rows, read while the run appends to it (a last line not ended yet is left)."""
+    lines = record.read_text().split("\n")[:-1] if record.is_file() else []
+    return [row for row in map(json.loads, lines) if "train/loss" in row.get("metrics", {})]
 
 
 def requeue(folder: Path, slurm: list[str], toy: list[str], signal: list[str]) -> dict:
@@ -88,7 +89,8 @@ def main() -> None:
         requeues = [requeue(Path(tmp) / f"requeue-{name}", slurm, small, signal)
                     for name, signal in (("usr1", ["scancel", "--signal=USR1"]), ("sigterm", ["scontrol", "requeue"]))]
     best = {k: min(v) for k, v in times.items()}
-    print(json.dumps({"epochs": args.epochs, "entities": args.entities, "runs": 2, "cores": len(os.sched_getaffinity(0)), "seconds": times,
+    print(json.dumps({"epochs": args.epochs, "entities": args.entities, "runs": 2,
+                      "cores": len(os.sched_getaffinity(0)), "seconds": times,
                       "ratio_slurm_over_local": round(best["slurm"] / best["local"], 3), "requeues": requeues},
                      indent=1))
 

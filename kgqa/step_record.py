@@ -86,11 +86,14 @@ class WandbMadeWhole(Callback):
 
     def __init__(self, record: StepRecord):
         self.record, self.first_batch = record, True
+        self.wandb: WandbLogger | None = None  # rank 0's, when it writes an offline run
+        self.here: Path | None = None  # that offline run's folder
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wandb = next((x for x in trainer.loggers if isinstance(x, WandbLogger)), None)
-        here = offline_run(wandb) if wandb and trainer.is_global_zero else None
-        self.record.wandb_run, self.first_batch = (here.name if here else None), True
+        self.here = offline_run(wandb) if wandb and trainer.is_global_zero else None
+        self.wandb = wandb if self.here else None
+        self.record.wandb_run, self.first_batch = (self.here.name if self.here else None), True
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -101,15 +104,13 @@ class WandbMadeWhole(Callback):
         rows = [r for r in self.record.rows() if "closed" in r or r["step"] < step]
         closed = {r["closed"] for r in rows if "closed" in r}
         left_open = {r["wandb"] for r in rows if "step" in r and r["wandb"]} - closed - {self.record.wandb_run}
-        wandb = next((x for x in trainer.loggers if isinstance(x, WandbLogger)), None)
-        if self.record.wandb_run and left_open:
-            runs = Path(wandb.experiment.settings.sync_dir).parent
+        if self.here and left_open:
             for name in sorted(left_open):
-                if (runs / name).is_dir():
-                    (runs / "incomplete").mkdir(exist_ok=True)
-                    shutil.move(runs / name, runs / "incomplete" / name)
+                if (self.here.parent / name).is_dir():
+                    (self.here.parent / "incomplete").mkdir(exist_ok=True)
+                    shutil.move(self.here.parent / name, self.here.parent / "incomplete" / name)
             for row in rows:
                 if row.get("wandb") in left_open:
-                    wandb.log_metrics(row["metrics"], row["step"])
+                    self.wandb.log_metrics(row["metrics"], row["step"])
                     row["wandb"] = self.record.wandb_run
         write_text(self.record.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

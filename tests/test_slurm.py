@@ -41,7 +41,7 @@ def local_sweep(tmp_path_factory) -> Path:
 def test_sweep_through_slurm_equals_the_local_sweep_run_by_run(slurm_partition, local_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("train", "-m", *slurm(slurm_partition), "target=spm,smp", *TOY, f"hydra.sweep.dir={sweep}")
-    jobs, local = runs(sweep), runs(local_sweep)
+    jobs, local = runs(tmp_path / "sweep"), runs(local_sweep)
     assert sorted(jobs) == ["target=smp", "target=spm"]  # named from the sweep's overrides, not submitit's argv
     for name, run in jobs.items():
         assert run["metrics"] == local[name]["metrics"] and run["history"] == local[name]["history"]
@@ -155,12 +155,13 @@ def logged_steps(run_dir: Path) -> list[list[tuple[int, float]]]:
             for d in sorted(run_dir.glob("wandb/offline-run-*"))]
 
 
-def signalled_in_its_second_epoch(sweep: Path, partition: str, signal_job: Callable[[str], object]
-                                  ) -> tuple[str, int, str]:
-    """A one-run toy sweep through Slurm, `signal_job(JOB)` called once its first epoch's last.ckpt is
-    written: (the job id, the launching command's exit status and stderr) once it ended."""
+def signalled_in_its_second_epoch(sweep: Path, partition: str, signal_job: Callable[[str], object],
+                                  targets: str = "spm") -> tuple[str, int, str]:
+    """A toy sweep through Slurm (`target=<targets>`), `signal_job(JOB)` called once the first run's first
+    epoch's last.ckpt is written, JOB its job (the array's task 0): (JOB, the launching command's exit status
+    and stderr) once it ended."""
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(partition), "target=spm", *TOY,
+    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(partition), f"target={targets}", *TOY,
            f"hydra.sweep.dir={sweep}"]
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         last = sweep / "0" / "checkpoints" / "last.ckpt"
@@ -169,7 +170,8 @@ def signalled_in_its_second_epoch(sweep: Path, partition: str, signal_job: Calla
                 break
             time.sleep(0.5)
         assert last.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
-        (job,) = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        (job,) = [j for j in jobs if "_" not in j or j.endswith("_0")]
         signal_job(job)
         _, err = proc.communicate(timeout=600)
     return job, proc.returncode, err
@@ -266,24 +268,13 @@ def test_a_time_limit_reached_mid_training_requeues_and_the_run_ends_as_without_
 def test_requeuing_one_array_task_leaves_its_sibling_alone(slurm_partition, local_sweep, tmp_path):
     """A 2-run sweep is one array; USR1 to one task requeues that task only (Lightning once requeued the
     whole array, Lightning#15022): its sibling runs once, and both runs end as the local sweep's."""
-    sweep = tmp_path / "sweep"
-    env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(slurm_partition), "target=spm,smp", *TOY,
-           f"hydra.sweep.dir={sweep}"]
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
-        for _ in range(600):
-            if (sweep / "0" / "checkpoints" / "last.ckpt").is_file() or proc.poll() is not None:
-                break
-            time.sleep(0.5)
-        tasks = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-        (signalled,) = [t for t in tasks if t.endswith("_0")]
-        subprocess.run(["scancel", "--signal=USR1", signalled], check=True)
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
+    signalled, status, err = signalled_in_its_second_epoch(tmp_path / "sweep", slurm_partition,
+                                                           sent("scancel", "--signal=USR1"), targets="spm,smp")
+    assert status == 0, err[-3000:]
     sibling = signalled[:-1] + "1"
     assert "REQUEUED" in (states := final_states(signalled)) and states[-1] == "COMPLETED"
     assert final_states(sibling) == ["COMPLETED"]
-    jobs, local = runs(sweep), runs(local_sweep)
+    jobs, local = runs(tmp_path / "sweep"), runs(local_sweep)
     assert sorted(jobs) == ["target=smp", "target=spm"]
     for name, run in jobs.items():
         assert run["metrics"] == local[name]["metrics"] and run["history"] == local[name]["history"]

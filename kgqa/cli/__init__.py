@@ -6,7 +6,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kgqa.cli.cluster import allotted_threads, swept_on_command_line
+from kgqa.cli.cluster import allotted_threads, swept_name, swept_on_command_line
 from kgqa.errors import KgqaError
 from kgqa.trusted import CONF
 
@@ -49,9 +49,7 @@ def override_name(default: str, exclude: str = "") -> str:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return default
-    keys = swept_keys() - set(exclude.split())
-    swept = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") in keys]
-    return ",".join(swept).replace("/", "_") or default
+    return swept_name(list(hc.overrides.task), swept_keys() - set(exclude.split())) or default
 
 
 def resuming(resume: str | None, then: str, otherwise: str) -> str:

@@ -44,6 +44,11 @@ def command_line_sweeps(argv: list[str]) -> list[str]:
     return [key.lstrip("+~") for key, value in pairs if any(x in value for x in SWEEP_SYNTAX)]
 
 
+def swept_name(overrides: list[str], keys: set[str]) -> str:
+    """A job's name: its overrides of the swept `keys` (e.g. "target=smp,seed=1"), "" when it has none."""
+    return ",".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys).replace("/", "_")
+
+
 def swept_on_command_line() -> set[str]:
     """The launching command's swept keys: recorded by LaunchChecks for jobs in other processes (inside a
     submitit job sys.argv is submitit's), read from sys.argv in the launching process itself."""

@@ -60,10 +60,9 @@ def record_failure(run_dir: Path, name: str, error: str, crash: bool) -> dict:
 def record_dead_job(run_dir: Path, overrides: list[str], job: str, state: str, log_file: Path) -> None:
     """failed.json for a run whose Slurm job ended without a result, written by the launching process:
     nothing in the job could say why (SIGKILL, out of memory, a lost node), Slurm's state does."""
-    from kgqa.cli.cluster import swept_on_command_line
+    from kgqa.cli.cluster import swept_name, swept_on_command_line
 
-    swept = swept_on_command_line()
-    name = ",".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept).replace("/", "_") or " ".join(overrides)
+    name = swept_name(overrides, swept_on_command_line()) or " ".join(overrides)
     line = (f"Slurm job {job} ended without a result ({state}: killed, out of memory or its node lost); "
             f"its last checkpoint, if any, is where the same command continues it")
     print(f"kgqa: {name}: {line}", file=sys.stderr)
