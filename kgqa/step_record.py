@@ -79,17 +79,18 @@ def offline_run(logger: WandbLogger) -> Path | None:
 
 
 class WandbMadeWhole(Callback):
-    """Before the first batch an attempt trains (its checkpoint restored, the loop's logging step set):
-    the record is cut to the rows logged before that step (the next are trained and logged again), the
-    offline runs of attempts that did not close theirs are moved to wandb/incomplete/, and their rows are
-    logged again to this attempt's W&B run, which so holds every step once with the runs closed before it."""
+    """Before the first batch an attempt trains (its checkpoint restored, the loop's logging step set), or
+    when its fit ends with none (its checkpoint was the training's end): the record is cut to the rows logged
+    before that step (the next are trained and logged again), the offline runs of attempts that did not
+    close theirs are moved to wandb/incomplete/, and their rows are logged again to this attempt's W&B
+    run, which so holds every step once with the runs closed before it."""
 
     def __init__(self, record: StepRecord):
         self.record, self.first_batch = record, True
         self.wandb: WandbLogger | None = None  # rank 0's, when it writes an offline run
         self.here: Path | None = None  # that offline run's folder
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wandb = next((x for x in trainer.loggers if isinstance(x, WandbLogger)), None)
         self.here = offline_run(wandb) if wandb and trainer.is_global_zero else None
         self.wandb = wandb if self.here else None
@@ -97,10 +98,17 @@ class WandbMadeWhole(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        self.made_whole(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Also after a fit that had nothing to train (Lightning then calls no train hook)."""
+        self.made_whole(trainer)
+
+    def made_whole(self, trainer: L.Trainer) -> None:
         if not self.first_batch or not trainer.is_global_zero:
             return
         self.first_batch = False
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step this batch is logged at
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step the next row is logged at
         rows = [r for r in self.record.rows() if "closed" in r or r["step"] < step]
         closed = {r["closed"] for r in rows if "closed" in r}
         left_open = {r["wandb"] for r in rows if "step" in r and r["wandb"]} - closed - {self.record.wandb_run}

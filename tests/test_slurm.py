@@ -18,7 +18,8 @@ from cli import ROOT, run_cli
 from kgqa.report.collect import collect
 from wandb_offline import read_offline_run
 
-TOY = ["trainer.max_epochs=2", "+data.source.n_entities=300", "trainer.log_every_n_steps=1"]  # W&B: every step
+TOY = ["trainer.max_epochs=2", "+data.source.n_entities=300", "data.module.batch_size=2",  # 4 s an epoch to signal in
+       "trainer.log_every_n_steps=1"]  # W&B: every step
 ONE_CPU = {"OMP_NUM_THREADS": "1"}  # what a job of the preset gets: the same threads, the same float sums
 
 
@@ -155,26 +156,45 @@ def logged_steps(run_dir: Path) -> list[list[tuple[int, float]]]:
             for d in sorted(run_dir.glob("wandb/offline-run-*"))]
 
 
-def signalled_in_its_second_epoch(sweep: Path, partition: str, signal_job: Callable[[str], object],
-                                  targets: str = "spm") -> tuple[str, int, str]:
-    """A toy sweep through Slurm (`target=<targets>`), `signal_job(JOB)` called once the first run's first
-    epoch's last.ckpt is written, JOB its job (the array's task 0): (JOB, the launching command's exit status
-    and stderr) once it ended."""
+def train_rows(record: Path) -> list[dict]:
+    """The training steps a run's step record holds so far (its last line may be half written)."""
+    text = record.read_text(encoding="utf-8") if record.is_file() else ""
+    rows = [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+    return [r["metrics"] for r in rows if "train/loss" in r.get("metrics", {})]
+
+
+SECOND_EPOCH = "in its second epoch"  # a training step of the second (last) epoch logged
+AFTER_THE_LAST_BATCH = "after its last batch"  # every training step logged: the last validation, the final tests
+
+
+def signalled(sweep: Path, partition: str, signal_job: Callable[[str], object], when: str = SECOND_EPOCH,
+              targets: str = "spm") -> tuple[str, int, str]:
+    """A toy sweep through Slurm (`target=<targets>`), `signal_job(JOB)` called once its first run is at
+    `when`, JOB its job (the array's task 0): (JOB, the launching command's exit status and stderr) once
+    it ended."""
     env = os.environ | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "-m", "kgqa.cli.train", "-m", *slurm(partition), f"target={targets}", *TOY,
            f"hydra.sweep.dir={sweep}"]
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
-        last = sweep / "0" / "checkpoints" / "last.ckpt"
-        for _ in range(600):
-            if last.is_file() or proc.poll() is not None:
+        def there() -> bool:
+            epochs = [r["epoch"] for r in train_rows(sweep / "0" / "steps.jsonl")]
+            return epochs.count(1.0) >= (1 if when == SECOND_EPOCH else max(epochs.count(0.0), 1))
+        for _ in range(3000):
+            if there() or proc.poll() is not None:
                 break
-            time.sleep(0.5)
-        assert last.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint after 300 s"
+            time.sleep(0.1)
+        assert there(), proc.stderr.read() if proc.poll() is not None else f"not {when} after 300 s"
         jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
         (job,) = [j for j in jobs if "_" not in j or j.endswith("_0")]
         signal_job(job)
         _, err = proc.communicate(timeout=600)
     return job, proc.returncode, err
+
+
+def taken(log: Path, said: str, when: str) -> bool:
+    """The job's log says `said` where `when` puts it: at a step, or after (or before) training."""
+    lines = [x for x in log.read_text().splitlines() if x.startswith(said)]
+    return len(lines) == 1 and ((" at step " in lines[0]) == (when == SECOND_EPOCH))
 
 
 def sent(*command: str) -> Callable[[str], object]:
@@ -205,10 +225,10 @@ def final_states(job: str) -> list[str]:
     return states
 
 
-def ends_as_the_uninterrupted_run(sweep: Path, local_sweep: Path, wandb_id: str, set_aside: int) -> None:
+def ends_as_the_uninterrupted_run(sweep: Path, local_sweep: Path, wandb_id: str, set_aside: set[int]) -> None:
     """The uninterrupted run's metrics, history and weights; one W&B run id over all attempts, which hold
-    every training step once, with its loss, `set_aside` of them (left open by an attempt Slurm ended)
-    moved to wandb/incomplete/ and logged again; the run's step record the same."""
+    every training step once, with its loss, as many as `set_aside` allows of them (left open by an attempt
+    Slurm ended) moved to wandb/incomplete/ and logged again; the run's step record the same."""
     (run,), reference = runs(sweep).values(), runs(local_sweep)["target=spm"]
     assert run["metrics"] == reference["metrics"] and run["history"] == reference["history"]
     weights = [torch.load(d / "0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -216,7 +236,7 @@ def ends_as_the_uninterrupted_run(sweep: Path, local_sweep: Path, wandb_id: str,
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
     assert json.loads((sweep / "0" / "run.json").read_text())["wandb_id"] == wandb_id
     assert {p.name.rsplit("-", 1)[1] for p in (sweep / "0" / "wandb").rglob("offline-run-*")} == {wandb_id}
-    assert len(list((sweep / "0" / "wandb" / "incomplete").glob("offline-run-*"))) == set_aside
+    assert len(list((sweep / "0" / "wandb" / "incomplete").glob("offline-run-*"))) in set_aside
     (steps,) = logged_steps(local_sweep / "0")
     assert [row for attempt in logged_steps(sweep / "0") for row in attempt] == steps
     record = [json.loads(x) for x in (sweep / "0" / "steps.jsonl").read_text().splitlines()]
@@ -226,22 +246,26 @@ def ends_as_the_uninterrupted_run(sweep: Path, local_sweep: Path, wandb_id: str,
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.parametrize("requeue", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]], ids=["scontrol", "usr1"])
-def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue):
+@pytest.mark.parametrize("requeue, when, set_aside", [
+    (["scontrol", "requeue"], SECOND_EPOCH, {1}), (["scancel", "--signal=USR1"], SECOND_EPOCH, {0}),
+    (["scancel", "--signal=USR1"], AFTER_THE_LAST_BATCH, {0, 1})],  # 1: in the final tests, requeued at once
+    ids=["scontrol", "usr1", "usr1-after-the-last-batch"])
+def test_requeued_job_ends_as_the_uninterrupted_run(slurm_partition, local_sweep, tmp_path, requeue, when, set_aside):
     """Requeued in its second epoch, by `scontrol requeue` (Slurm's SIGTERM: RequeueBetweenBatches saves
     before the next batch and the attempt ends) or by the preset's USR1 (it saves before the next batch and
-    requeues): the new attempt (SLURM_RESTART_COUNT=1) resumes mid-epoch in the same folder with the same
-    W&B run id and ends as the uninterrupted run (ends_as_the_uninterrupted_run). SIGTERM kills W&B's
-    service too: the first attempt's offline run is set aside and its steps logged again."""
+    requeues), or by USR1 after the last batch (taken when training ends, or at once in the final tests):
+    the new attempt (SLURM_RESTART_COUNT=1) resumes in the same folder with the same W&B run id and ends as
+    the uninterrupted run (ends_as_the_uninterrupted_run). SIGTERM kills W&B's service too: the first
+    attempt's offline run is set aside and its steps logged again."""
     sweep = tmp_path / "sweep"
-    job, status, err = signalled_in_its_second_epoch(sweep, slurm_partition, sent(*requeue))
+    job, status, err = signalled(sweep, slurm_partition, sent(*requeue), when)
     assert status == 0, err[-3000:]
     assert "REQUEUED" in (attempts := final_states(job)) and attempts[-1] == "COMPLETED"
     first_id = next((sweep / "0" / "wandb").glob("offline-run-*")).name.rsplit("-", 1)[1]
     (log,) = (sweep / ".submitit").glob("*/*_0_log.err")
     said = {"scontrol": "kgqa: Slurm ends job", "scancel": "kgqa: requeued Slurm job"}[requeue[0]]
-    assert said in log.read_text()
-    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside=int(requeue[0] == "scontrol"))
+    assert taken(log, said, when), log.read_text()[-3000:]
+    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside)
 
 
 @pytest.mark.slurm
@@ -268,11 +292,11 @@ def test_a_time_limit_reached_mid_training_requeues_and_the_run_ends_as_without_
 def test_requeuing_one_array_task_leaves_its_sibling_alone(slurm_partition, local_sweep, tmp_path):
     """A 2-run sweep is one array; USR1 to one task requeues that task only (Lightning once requeued the
     whole array, Lightning#15022): its sibling runs once, and both runs end as the local sweep's."""
-    signalled, status, err = signalled_in_its_second_epoch(tmp_path / "sweep", slurm_partition,
-                                                           sent("scancel", "--signal=USR1"), targets="spm,smp")
+    signalled_job, status, err = signalled(tmp_path / "sweep", slurm_partition, sent("scancel", "--signal=USR1"),
+                                           targets="spm,smp")
     assert status == 0, err[-3000:]
-    sibling = signalled[:-1] + "1"
-    assert "REQUEUED" in (states := final_states(signalled)) and states[-1] == "COMPLETED"
+    sibling = signalled_job[:-1] + "1"
+    assert "REQUEUED" in (states := final_states(signalled_job)) and states[-1] == "COMPLETED"
     assert final_states(sibling) == ["COMPLETED"]
     jobs, local = runs(tmp_path / "sweep"), runs(local_sweep)
     assert sorted(jobs) == ["target=smp", "target=spm"]
@@ -282,25 +306,30 @@ def test_requeuing_one_array_task_leaves_its_sibling_alone(slurm_partition, loca
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.parametrize("end", ["scancel", "sigkill"])
-def test_a_job_ended_for_good_is_continued_by_the_same_command(slurm_partition, local_sweep, tmp_path, end):
+@pytest.mark.parametrize("end, when", [("scancel", SECOND_EPOCH), ("sigkill", SECOND_EPOCH),
+                                       ("scancel", AFTER_THE_LAST_BATCH)],
+                         ids=["scancel", "sigkill", "scancel-after-the-last-batch"])
+def test_a_job_ended_for_good_is_continued_by_the_same_command(slurm_partition, local_sweep, tmp_path, end, when):
     """In the second epoch, `scancel` (SIGTERM: RequeueBetweenBatches saves before the next batch) or a
-    SIGKILL to the training process with no warning (as the out-of-memory killer sends): the job ends
+    SIGKILL to the training process with no warning (as the out-of-memory killer sends), or `scancel` after
+    the last batch (the attempt ends when training ends, or at once in the final tests): the job ends
     without a result, the launching process records the run's failure (Slurm's state, the job's log) and
     the sweep says so; the same command again continues the run from its newest checkpoint (the saved one,
-    or the first epoch's last.ckpt) and ends as the uninterrupted run (ends_as_the_uninterrupted_run)."""
+    or an epoch's last.ckpt) and ends as the uninterrupted run (ends_as_the_uninterrupted_run)."""
     sweep = tmp_path / "sweep"
     how = sent("scancel") if end == "scancel" else killed_like_the_oom_killer
-    job, status, err = signalled_in_its_second_epoch(sweep, slurm_partition, how)
+    job, status, err = signalled(sweep, slurm_partition, how, when)
     assert status == 1 and "1 run(s) of the sweep failed" in err.strip().splitlines()[-1], err[-3000:]
     failed = json.loads((sweep / "0" / "failed.json").read_text())
     assert failed["error"].startswith(f"Slurm job {job} ended without a result ({final_states(job)[-1]}: killed")
     assert Path(failed["log"]).is_file()
-    saved = [x for x in Path(failed["log"]).read_text().splitlines() if x.startswith("kgqa: Slurm ends job")]
-    assert len(saved) == (end == "scancel")
+    if end == "scancel":
+        assert taken(Path(failed["log"]), "kgqa: Slurm ends job", when), Path(failed["log"]).read_text()[-3000:]
+    else:
+        assert "kgqa: Slurm ends job" not in Path(failed["log"]).read_text()
     first_id = next((sweep / "0" / "wandb").glob("offline-run-*")).name.rsplit("-", 1)[1]
     run_cli("train", "-m", *slurm(slurm_partition), "target=spm", *TOY, f"hydra.sweep.dir={sweep}")
-    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, set_aside=1)
+    ends_as_the_uninterrupted_run(sweep, local_sweep, first_id, {1})
     assert not (sweep / "0" / "failed.json").exists()
 
 

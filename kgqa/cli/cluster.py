@@ -121,29 +121,39 @@ class RequeueBetweenBatches(LightningCallback):
     step logged so far is in it), requeues this array task and the job waits for Slurm to end it. SIGTERM
     reaches every process of the job, W&B's service too, which dies at once with the records it had not
     written (wandb 0.31; a log call then raises): W&B is let go when it arrives, the attempt ends at the
-    checkpoint, and the next one logs the lost steps again (kgqa.step_record). USR1 before or after
-    training (loading, the final tests) requeues at once: the checkpoints on disk are where the run is."""
+    checkpoint, and the next one logs the lost steps again (kgqa.step_record). A signal after the last
+    batch (the last validation) is taken when training ends; one before or after training (loading, the
+    final tests) at once, USR1 requeuing, SIGTERM ending: the checkpoints on disk are where the run is."""
 
     def __init__(self):
         self.received: set[int] = set()
         self.trainer: L.Trainer | None = None  # while it trains
-        if in_slurm_main_thread():  # from the start: before and after training USR1 requeues at once
+        if in_slurm_main_thread():  # from the start: before and after training a signal is taken at once
             signal.signal(signal.SIGUSR1, self.receive)
+            signal.signal(signal.SIGTERM, self.receive)  # Lightning calls it in its own, and restores it
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """SIGTERM after Lightning's own handler (set when fit starts; it restores the one before at teardown)."""
+        """SIGTERM in place of Lightning's handler (set when fit starts; it restores ours at teardown)."""
         if in_slurm_main_thread():
             self.trainer = trainer
             signal.signal(signal.SIGTERM, self.receive)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A signal after the last batch (in the last validation) is taken here: the epoch's last.ckpt holds
+        the run's end, nothing to save."""
+        self.take_signals(trainer, None)
         self.trainer = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.take_signals(trainer, Path(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)))
 
     def receive(self, signum: int, frame: Any) -> None:
         if self.trainer is None:  # no batch to wait for: the checkpoints on disk are where the run is
             if signum == signal.SIGUSR1:
                 self.requeue("before or after training")
-            return
+                return
+            raise SystemExit(f"kgqa: Slurm ends job {slurm_job()} (SIGTERM) before or after training")
         self.received.add(signum)
         if signum == signal.SIGTERM:
             self.trainer.loggers = [x for x in self.trainer.loggers if not isinstance(x, WandbLogger)]
@@ -158,23 +168,24 @@ class RequeueBetweenBatches(LightningCallback):
                              f"its checkpoints: the same command, or resume=<run folder>, continues it")
         print(f"kgqa: requeued Slurm job {job} {where}", file=sys.stderr)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def take_signals(self, trainer: L.Trainer, path: Path | None) -> None:
+        """What any rank received, taken by all: saved to `path` (None: the run's checkpoints are current),
+        then the attempt ends (SIGTERM) or rank 0 closes W&B and requeues the job."""
         if not trainer.strategy.reduce_boolean_decision(bool(self.received), all=False):
             return
         ending = trainer.strategy.reduce_boolean_decision(signal.SIGTERM in self.received, all=False)
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
-        self.save_between_batches(trainer, path)
+        where = "after training" if path is None else f"at step {trainer.global_step}: {path}"
+        if path is not None:
+            self.save_between_batches(trainer, path)
         if ending:
-            print(f"kgqa: Slurm ends job {slurm_job()} (SIGTERM) at step {trainer.global_step}: {path}",
-                  file=sys.stderr)
+            print(f"kgqa: Slurm ends job {slurm_job()} (SIGTERM) {where}", file=sys.stderr)
             raise SystemExit(0)
         if not trainer.is_global_zero:
             self.wait_for_slurm()
         from kgqa.build import finish_loggers
 
         finish_loggers(trainer)
-        self.requeue(f"at step {trainer.global_step}: {path}")
+        self.requeue(where)
         self.wait_for_slurm()
 
     @staticmethod
