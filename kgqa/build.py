@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kgqa.checkpoints import AtomicCheckpointIO, load_checkpoint, resolve_checkpoint, tokenizer_from_state
+from kgqa.data import DATAMODULE_KEYS
 from kgqa.data.tokenizer import Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.errors import CheckpointError
@@ -19,7 +20,6 @@ from kgqa.module import KgqaModule
 from kgqa.step_record import StepRecord
 
 
-DATAMODULE_KEYS = ("batch_size", "eval_batch_size", "max_question_len", "batches_per_bucket", "num_workers")
 
 
 def datamodule_config(data: DictConfig) -> DictConfig:
@@ -65,7 +65,7 @@ def build_logger(cfg: DictConfig):
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, record: StepRecord | None = None,
                   **overrides) -> L.Trainer:
     """In a Slurm job Lightning takes the ranks from Slurm but does not requeue on USR1 itself: its handler
-    saves wherever the signal lands, inside a step; kgqa.cli.cluster.RequeueBetweenBatches requeues a training.
+    saves wherever the signal lands, inside a step; kgqa.cli.requeue.RequeueBetweenBatches requeues a training.
     `record`: a training's StepRecord, logged to beside cfg.logger."""
     slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     return instantiate(cfg.trainer, logger=[build_logger(cfg), *([record] if record else [])],

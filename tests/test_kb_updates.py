@@ -203,6 +203,18 @@ def test_an_extended_tokenizer_keeps_the_saved_trie(folder):
     assert not isinstance(folder.keyspace(folder.kb, other, "spm").trie.tokens.base, np.memmap)
 
 
+def test_kgqa_kb_builds_and_changes_a_folder_without_torch(folder, tmp_path):
+    """kgqa-kb needs no model: it never imports torch, Lightning or transformers (about 300 MB of its peak
+    memory on the full KB); Python's import log (-X importtime) says what a command imported."""
+    add = write_tsv(tmp_path / "add.tsv", [(NEW.key.full_subject, NEW.key.predicate, NEW.obj)])
+    knowledge = write_tsv(tmp_path / "knowledge.txt", [(t.key.full_subject, t.key.predicate, t.obj) for t in BASE])
+    for args in (["kb=file", f"kb.path={knowledge}", f"out={tmp_path / 'built'}"],
+                 ["action=add", f"kb_dir={folder.path}", f"triples={add}"], ["action=merge", f"kb_dir={folder.path}"]):
+        imported = run_cli("kb", *args, env={"PYTHONPROFILEIMPORTTIME": "1"}).stderr
+        modules = {line.rsplit("|", 1)[1].strip() for line in imported.splitlines() if line.startswith("import time:")}
+        assert len(modules) > 100 and not modules & {"torch", "lightning", "transformers"}, args
+
+
 def test_kgqa_kb_add_merge_and_a_bad_line(folder, tmp_path):
     """The entry point, as a user runs it (delete goes the way of add)."""
     add = write_tsv(tmp_path / "add.tsv", [(NEW.key.full_subject, NEW.key.predicate, NEW.obj)])

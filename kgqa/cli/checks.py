@@ -8,15 +8,13 @@ import sys
 from numbers import Real
 from typing import Any, Callable
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from kgqa.build import DATAMODULE_KEYS
+from kgqa.data import DATAMODULE_KEYS
 from kgqa.data.triples import TARGET_ORDERS
 from kgqa.errors import ConfigError
-from kgqa.model import ARCHITECTURES
 from kgqa.trusted import CONF, walk
 
 Check = Callable[[Any], bool]
@@ -47,8 +45,16 @@ def optional(check: tuple[Check, str]) -> tuple[Check, str]:
     return (lambda v: v is None or check[0](v)), f"null or {check[1]}"
 
 
+def architecture() -> tuple[Check, str]:
+    """One of the backbones kgqa.model builds (imported, with torch and transformers, only to check one)."""
+    from kgqa.model import ARCHITECTURES
+
+    return one_of(*ARCHITECTURES)
+
+
 POSITIVE = integer(1)
-RULES: dict[str, tuple[Check, str]] = {
+Rule = tuple[Check, str]
+RULES: dict[str, Rule | Callable[[], Rule]] = {  # a function: the rule made when the key is there to check
     "target": one_of(*TARGET_ORDERS),
     "split": one_of("val", "test"),
     "seed": integer(),
@@ -63,7 +69,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.module.batches_per_bucket": POSITIVE,
     "data.module.num_workers": integer(0),
     "data.source.limit": optional(POSITIVE),
-    "backbone.arch": one_of(*ARCHITECTURES),
+    "backbone.arch": architecture,
     "model.copy": one_of(True, False),
     "optim.lr": number(0.0, float("inf")),
     "optim.weight_decay": number(0.0, float("inf")),
@@ -222,6 +228,8 @@ def check_trainer(cfg: DictConfig) -> None:
                           f"{nearest(unknown[0], [p for p in parameters if p != 'self'])}")
     accelerator, devices = node.get("accelerator"), node.get("devices")
     if accelerator in ("gpu", "cuda"):
+        import torch
+
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={accelerator} (trainer=gpu or ddp): this machine has no CUDA GPU "
                               "(torch.cuda.is_available() is False); use trainer=cpu or trainer=ddp_cpu")
@@ -234,9 +242,12 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(where for where, _, value in walk(OmegaConf.to_container(cfg, resolve=False)) if value == "???")
     if missing:
         raise ConfigError("missing required value(s): " + "; ".join(EXAMPLES.get(k, f"{k}=...") for k in missing))
-    for key, (ok, expected) in RULES.items():
+    for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default="<absent>")
-        if value != "<absent>" and not ok(value):
+        if value == "<absent>":
+            continue
+        ok, expected = rule() if callable(rule) else rule
+        if not ok(value):
             raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
     beam, num_return = OmegaConf.select(cfg, "decode.beam"), OmegaConf.select(cfg, "decode.num_return")
     if beam is not None and num_return is not None and num_return > beam:

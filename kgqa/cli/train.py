@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kgqa.cli import CONFIG_DIR, command_line_checked, reporting_errors, with_swept_factors
 from kgqa.cli.checks import check_config
-from kgqa.cli.cluster import RequeueBetweenBatches, unfinished_checkpoint
+from kgqa.cli.cluster import unfinished_checkpoint
+from kgqa.cli.requeue import RequeueBetweenBatches
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
 from kgqa.build import (build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers,

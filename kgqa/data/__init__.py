@@ -7,3 +7,7 @@
     toy.py, synth.py  the embedded toy set and the synthetic KB's distractors (experiments/SYNTH_RECIPE.md)
     augment.py    extra training pairs made from KB keys (subject swap, template fill)
 """
+
+DATAMODULE_KEYS = ("batch_size", "eval_batch_size", "max_question_len", "batches_per_bucket", "num_workers")
+"""The data module's own settings (data.module in conf/data), which runs and commands older than that node kept
+flat in data."""
