@@ -2,6 +2,7 @@
 
     python experiments/bench_kb.py --scale 1.0 --work /tmp/bench_kb
     python experiments/bench_kb.py --scale 0 --baseline-scale 0.1 --before REV   # REV and this checkout, side by side
+    python experiments/bench_kb.py --scale 1.0 --eval-run RUN   # and kgqa-eval of RUN on its own KB and on the folder
 
 A Knowledge.txt with the official KB's statistics times --scale is written (bench_trie's keys;
 objects drawn from the QA answers), then:
@@ -12,7 +13,11 @@ objects drawn from the QA answers), then:
 - load: the folder loaded as a run does (`KbFolder(DIR).kb` and its saved trie), answers looked up;
 - foreign tokenizer: a tokenizer that did not build the folder (its vocabulary in another order) asks
   for the trie twice, each in a fresh process: the first builds it and keeps it in the folder, the
-  second loads what the first kept; its load time beside the folder's own trie's.
+  second loads what the first kept; its load time beside the folder's own trie's;
+- eval (--eval-run RUN, a run trained on a smaller KB): `kgqa-eval ckpt=RUN` with the run's own KB, then
+  `kgqa-eval ckpt=RUN kb=folder kb.path=DIR allow_kb_change=true` twice (the first keeps the trie for the
+  run's tokenizer in the folder, the second loads it), each measured as the build is; the second's wall
+  time over the own KB's is the cost of the full KB to a user.
 
 `after` is this checkout (its kgqa-kb console script); with --before, `before` is the code of REV
 (kgqa/ and conf/, extracted with git archive, run as `python -m kgqa.cli.kb`) at --baseline-scale,
@@ -65,11 +70,12 @@ def step(out: dict, name: str, fn):
 
 def measured(command: list[str]) -> dict:
     """Run `command` from this (fresh) process: its wall time, exit status and the peak RSS of it and its
-    children; its output is kept only when it fails."""
+    children; the end of what it printed, and all of its output when it fails."""
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     out = {"seconds": round(time.perf_counter() - start, 2), "rc": proc.returncode,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+    out["stdout_tail"] = proc.stdout[-1000:]  # what it printed last: the metrics, the KB's statistics
     if proc.returncode:
         out["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
     return out
@@ -85,10 +91,14 @@ def kb_command(code: Path, path: Path, folder: Path, qa_root: Path) -> tuple[lis
 
 
 def run_build(code: Path, path: Path, work: Path, qa_root: Path) -> dict:
-    """kgqa-kb writing work/folder, measured by a fresh wrapper process (its RUSAGE_CHILDREN is this command's alone)."""
+    """kgqa-kb writing work/folder."""
     folder = work / "folder"
     shutil.rmtree(folder, ignore_errors=True)
-    command, env = kb_command(code, path, folder, qa_root)
+    return run_measured(*kb_command(code, path, folder, qa_root))
+
+
+def run_measured(command: list[str], env: dict | None = None) -> dict:
+    """`command` measured by a fresh wrapper process (its RUSAGE_CHILDREN is this command's alone)."""
     print(f"running {' '.join(command)} ...", file=sys.stderr, flush=True)
     wrapper = subprocess.run([sys.executable, __file__, "--measure", "--", *command], env=env, capture_output=True,
                              text=True, check=True)
@@ -96,6 +106,17 @@ def run_build(code: Path, path: Path, work: Path, qa_root: Path) -> dict:
     out["loadavg_at_end"] = os.getloadavg()
     if out["rc"]:
         raise RuntimeError(f"{out['command']} failed:\n{out['output_tail']}")
+    return out
+
+
+def run_evals(run: Path, folder: Path) -> dict:
+    """kgqa-eval of `run` on test with its own KB, then twice on `folder`; the EM each printed."""
+    eval_cli = str(Path(sys.executable).with_name("kgqa-eval"))
+    own = [eval_cli, f"ckpt={run}", "split=test", "logger=csv"]
+    full = [*own, "kb=folder", f"kb.path={folder}", "allow_kb_change=true"]
+    out = {"own_kb": run_measured(own), "folder_first": run_measured(full), "folder_second": run_measured(full)}
+    out["second_over_own_kb"] = {k: round(out["folder_second"][k] / max(out["own_kb"][k], 1e-9), 2)
+                                 for k in ("seconds", "peak_rss_mb")}
     return out
 
 
@@ -175,6 +196,8 @@ def measure(scale: float, args, codes: dict[str, Path]) -> dict:
     first, second = run_worker("foreign", after), run_worker("foreign", after)
     result["foreign_tokenizer"] = {"first": first, "second": second, "second_over_own_trie_load": round(
         second["trie_seconds"] / max(result["after"]["load"]["load_trie_seconds"], 1e-9), 2)}
+    if args.eval_run and "before" not in codes:
+        result["eval"] = run_evals(args.eval_run, after / "folder")
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -190,6 +213,7 @@ def main() -> None:
     parser.add_argument("--qa-root", type=Path, default=ROOT.parent / "shared" / "kgclue")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_kb"), help="where the files go (removed after)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default experiments/results/bench_kb-<scale>.json)")
+    parser.add_argument("--eval-run", type=Path, default=None, help="a run folder to evaluate on its KB and the folder")
     parser.add_argument("--worker", choices=("load", "foreign"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
