@@ -190,7 +190,7 @@ class KgqaDataModule(L.LightningDataModule):
         cannot spell (keys added to a KB folder since are allowed: that is what the overlay is for), or
         whose size or gold coverage differs from the training KB's. allow_change=True only warns."""
         problems = []
-        unspelled = self.tokenizer.missing(s for table in self.kb.tables for s in table)
+        unspelled = self.tokenizer.missing(self.kb.characters(added=False))
         if unspelled:
             problems.append(f"its vocabulary cannot spell {len(unspelled)} character(s) of the KB's keys "
                             f"({''.join(unspelled[:20])}{'...' if len(unspelled) > 20 else ''})")

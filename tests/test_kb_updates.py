@@ -203,6 +203,17 @@ def test_an_extended_tokenizer_keeps_the_saved_trie(folder):
     assert not isinstance(folder.keyspace(folder.kb, other, "spm").trie.tokens.base, np.memmap)
 
 
+def test_homonyms_and_statistics_follow_each_change():
+    """A KB's entities are counted once (its statistics and its homonyms share them); a change makes another KB,
+    whose are its own: a second meaning makes a homonym, deleting it undoes that, the first KB stays as it was."""
+    kb = KnowledgeBase(BASE)
+    assert kb.homonym_subjects() == {"丙"} and kb.stats()["entities"] == 5  # 丙 and 丙（丁）
+    second = kb.updated([Change("add", Key("甲乙", "丙丁", "新义"), "七")])
+    assert second.homonym_subjects() == {"丙", "甲乙"} and second.stats()["entities"] == 6
+    assert second.updated([Change("delete", Key("甲乙", "丙丁", "新义"))]).homonym_subjects() == {"丙"}
+    assert kb.homonym_subjects() == {"丙"} and kb.stats()["entities"] == 5
+
+
 def test_kgqa_kb_builds_and_changes_a_folder_without_torch(folder, tmp_path):
     """kgqa-kb needs no model: it never imports torch, Lightning or transformers (about 300 MB of its peak
     memory on the full KB); Python's import log (-X importtime) says what a command imported."""

@@ -97,6 +97,7 @@ class KnowledgeBase:
         self.added_index: dict[Key, int] = {}
         self.changed: dict[int, list[str]] = {}  # the objects of every key a change touched
         self.keys, self.objects = KeyColumn(self), ObjectColumn(self)
+        self._entities: tuple[list[Strings], np.ndarray, np.ndarray] | None = None
 
     # --- files: the columns as they are, so loading a big KB is mapping, not parsing ------
     def save(self, folder: str | Path, source: dict | None = None) -> None:
@@ -206,7 +207,7 @@ class KnowledgeBase:
         kb = KnowledgeBase.__new__(KnowledgeBase)
         kb.__dict__.update(self.__dict__)
         kb.added, kb.added_index, kb.changed = list(self.added), dict(self.added_index), dict(self.changed)
-        kb.keys, kb.objects = KeyColumn(kb), ObjectColumn(kb)
+        kb.keys, kb.objects, kb._entities = KeyColumn(kb), ObjectColumn(kb), None
         for change in changes:
             i = kb.find(change.key)
             if change.op == "add":
@@ -250,10 +251,11 @@ class KnowledgeBase:
                 tables[f] = Strings(pa.concat_arrays([table.array, as_strings(list(extra))]))
         return tables, columns
 
-    def characters(self) -> list[str]:
-        """The distinct characters of every subject, predicate and meaning (`strings`), sorted: what a
-        character vocabulary is built from, found with numpy rather than a Python call per string."""
-        arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added for s in
+    def characters(self, added: bool = True) -> list[str]:
+        """The distinct characters of every subject, predicate and meaning (`strings`; without the added keys'
+        when not `added`), sorted: what a character vocabulary is built from, found with numpy rather than a
+        Python call per string."""
+        arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added * added for s in
                                                                        (key.subject, key.predicate, key.meaning)])]
         seen = np.zeros(0x110000, dtype=bool)  # per code point: marked, not sorted (np.unique would sort them all)
         for strings in arrays:
@@ -261,7 +263,14 @@ class KnowledgeBase:
         return [chr(c) for c in np.flatnonzero(seen).tolist()]
 
     def entities(self) -> tuple[list[Strings], np.ndarray, np.ndarray]:
-        """The field strings, the live keys' [3, n] field indices, and each subject name's count of meanings."""
+        """The field strings, the live keys' [3, n] field indices, and each subject name's count of meanings:
+        found once per KB (a change makes another KB: `updated`), for its statistics and its homonyms (seconds
+        each on 20M keys)."""
+        if self._entities is None:
+            self._entities = self._count_entities()
+        return self._entities
+
+    def _count_entities(self) -> tuple[list[Strings], np.ndarray, np.ndarray]:
         tables, columns = self.field_indices()
         live = columns[:, self.object_counts() > 0]
         width = int(live[2].max(initial=0)) + 1
