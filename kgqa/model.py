@@ -288,30 +288,39 @@ class UniLM(nn.Module):
         hidden, memory = self._read(input_ids, segment_ids, valid)
         return self._scores(hidden, memory)
 
-    def target_scores(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
-                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def target_scores(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
+                      read_soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """forward's step scores [N, V] at the N positions that predict a target token (row-major), those
-        tokens [N] and their rows [N]: the heads run on these positions only, not on the question's."""
-        hidden, memory = self._read(input_ids, segment_ids, valid)
+        tokens [N] and their rows [N]: the heads run on these positions only, not on the question's.
+        `read_soft` [N, V]: distributions read in place of the target tokens (each predicted one is read as
+        its expected embedding; TeaForN), numbered as the scores."""
         rows, columns = target_positions(segment_ids, valid)
+        embeddings = None
+        if read_soft is not None:
+            table = self.backbone.get_input_embeddings()
+            embeddings = table(input_ids).index_put((rows, columns + 1), read_soft.to(table.weight.dtype) @ table.weight)
+        hidden, memory = self._read(input_ids, segment_ids, valid, embeddings)
         scores = self._scores(hidden[rows, columns], None if memory is None else memory.rows(rows))
         return scores, input_ids[rows, columns + 1], rows
 
-    def _read(self, input_ids: torch.Tensor, segment_ids: torch.Tensor,
-              valid: torch.Tensor) -> tuple[torch.Tensor, CopyMemory | None]:
-        """The encoder's final hidden states [B, T, H] and, with a copy head, its memory of the questions."""
+    def _read(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
+              embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, CopyMemory | None]:
+        """The encoder's final hidden states [B, T, H] (reading `embeddings` [B, T, H] in place of the
+        ids' when given) and, with a copy head, its memory of the questions."""
         mask = unilm_attention_mask(segment_ids, valid, self._mask_dtype)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = self._encode(input_ids, segment_ids, mask, positions, cache=None)
+        hidden = self._encode(input_ids, segment_ids, mask, positions, cache=None, embeddings=embeddings)
         return hidden, self.copy_head.memory(hidden, input_ids, (segment_ids == 0) & valid) if self.copy_head else None
 
     @property
     def _mask_dtype(self) -> torch.dtype:
         return self.backbone.get_input_embeddings().weight.dtype
 
-    def _encode(self, input_ids, segment_ids, mask, positions, cache: DecodingCache | None) -> torch.Tensor:
+    def _encode(self, input_ids, segment_ids, mask, positions, cache: DecodingCache | None,
+                embeddings: torch.Tensor | None = None) -> torch.Tensor:
         extra = {"position_ids": positions} if self._takes_positions else {}  # rotary encoders count from the cache
-        return self.backbone(input_ids=input_ids, token_type_ids=segment_ids, attention_mask=mask, cache=cache,
+        read = {"input_ids": input_ids} if embeddings is None else {"inputs_embeds": embeddings}
+        return self.backbone(**read, token_type_ids=segment_ids, attention_mask=mask, cache=cache,
                              use_cache=cache is not None, **extra).last_hidden_state
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

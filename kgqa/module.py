@@ -22,7 +22,7 @@ from kgqa.decoding.answerer import Answerer, answerer_from_config
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
-from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl
+from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl, teaforn_loss
 from kgqa.model import UniLM, build_backbone, load_pretrained_head, target_positions, teacher_forced_loss
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence", "from_memory"]
@@ -132,19 +132,23 @@ class KgqaModule(L.LightningModule):
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Teacher forcing on what the model reads (conf/exposure/ may replace some target tokens), against the
-        gold key; with R-Drop, two dropout passes and the symmetric KL between them."""
+        gold key; with R-Drop, two dropout passes and the symmetric KL between them; with TeaForN, further
+        passes that read the last pass's predictions."""
         settings, exposure = self.hparams.loss, self.hparams.exposure or {}
         segments, valid, allowed = batch["segment_ids"], batch["valid"], batch.get("allowed")
         rows, columns = target_positions(segments, valid)
         targets = batch["input_ids"][rows, columns + 1]
         read = self.read_ids(batch, targets, exposure)
 
-        def pass_loss() -> tuple[torch.Tensor, torch.Tensor]:
-            scores = self.model.target_scores(read, segments, valid)[0]
+        def pass_loss(read_soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.model.target_scores(read, segments, valid, read_soft)[0]
             return scores, teacher_forced_loss(scores, targets, settings["label_smoothing"], settings["trie_loss"],
                                                allowed, self.loss_vocabulary)
 
         scores, loss = pass_loss()
+        if exposure.get("teaforn"):
+            loss = loss + teaforn_loss(scores, pass_loss, exposure["teaforn"], exposure.get("teaforn_steps", 2),
+                                       exposure.get("teaforn_through", False))
         if exposure.get("rdrop"):
             again, second = pass_loss()
             vocabulary = self.loss_vocabulary if self.loss_vocabulary is not None else slice(None)

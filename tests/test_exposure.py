@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from cli import printed_metrics, run_cli
 from kgqa.data.sources import ToySource
 from kgqa.datamodule import KgqaDataModule
-from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl
+from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl, teaforn_loss
 from kgqa.kb.sources import SynthKB
-from kgqa.model import UniLM, build_backbone, target_positions
+from kgqa.model import UniLM, build_backbone, target_positions, teacher_forced_loss
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,51 @@ def test_only_what_later_positions_read_is_replaced(toy_dm, batch):
     assert torch.equal(scored, targets)
 
 
+def tiny_unilm(toy_dm, arch: str, copy: bool = False) -> UniLM:
+    torch.manual_seed(0)
+    return UniLM(build_backbone(arch, len(toy_dm.tokenizer.vocab), hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=64), copy=copy).eval()
+
+
+@pytest.mark.parametrize("arch, copy", [("roformer", False), ("bert", True)])
+def test_reading_one_hot_distributions_is_reading_the_tokens(toy_dm, batch, arch, copy):
+    """TeaForN's pass reads distributions as their expected embeddings: one-hot ones on the gold tokens give
+    teacher forcing's scores (positions, segments and the copy head as with the ids); the model's own
+    distributions give other scores after the first target token only."""
+    ids, seg, valid = batch["input_ids"], batch["segment_ids"], batch["valid"]
+    model = tiny_unilm(toy_dm, arch, copy)
+    with torch.no_grad():
+        gold_scores, targets, rows = model.target_scores(ids, seg, valid)
+        one_hot = F.one_hot(targets, len(toy_dm.tokenizer.vocab)).float()
+        torch.testing.assert_close(model.target_scores(ids, seg, valid, one_hot)[0], gold_scores)
+        own = model.target_scores(ids, seg, valid, torch.softmax(gold_scores, -1))[0]
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    torch.testing.assert_close(own[first], gold_scores[first])
+    assert (own[~first] - gold_scores[~first]).abs().amax() > 1e-3
+
+
+def test_teaforn_adds_each_further_pass_reading_the_last_weighted_by_powers(toy_dm, batch):
+    """Three passes by hand: the second reads the first's softmax, the third the second's; weights w and w**2;
+    the gradient reaches back through what the later passes read only when asked (`through`)."""
+    ids, seg, valid = batch["input_ids"], batch["segment_ids"], batch["valid"]
+    model = tiny_unilm(toy_dm, "roformer")
+
+    def pass_loss(read_soft):
+        scores, targets, _ = model.target_scores(ids, seg, valid, read_soft)
+        return scores, teacher_forced_loss(scores, targets)
+
+    first, _ = pass_loss(None)
+    second, second_loss = pass_loss(torch.softmax(first, -1))
+    _, third_loss = pass_loss(torch.softmax(second, -1))
+    torch.testing.assert_close(teaforn_loss(first, pass_loss, 0.5, 3), 0.5 * second_loss + 0.25 * third_loss)
+    assert teaforn_loss(first, pass_loss, 0.5, 1).item() == 0.0
+    for through in (False, True):
+        read_from = first.detach().requires_grad_()
+        teaforn_loss(read_from, pass_loss, 0.5, 2, through).backward()
+        assert (read_from.grad is not None and read_from.grad.abs().sum() > 0) == through
+
+
 def test_rdrop_term_is_the_mean_symmetric_kl_of_the_two_passes():
     first, second = torch.randn(5, 7), torch.randn(5, 7)
     p, q = F.softmax(first, -1), F.softmax(second, -1)
@@ -109,7 +154,8 @@ def test_rdrop_term_is_the_mean_symmetric_kl_of_the_two_passes():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("option, least", [(["exposure=sibling_replacement", "exposure.rdrop=1.0"], 0.9),
-                                           (["exposure=scheduled_sampling"], 0.8)], ids=["siblings+rdrop", "scheduled"])
+                                           (["exposure=scheduled_sampling"], 0.8), (["exposure=teaforn"], 0.9)],
+                         ids=["siblings+rdrop", "scheduled", "teaforn"])
 def test_toy_training_with_the_option_on_learns_held_out_questions(option, least, tmp_path):
     """The toy run of test_end_to_end (8 epochs: val and test EM ≥ 0.9 without an option) with the option on.
     Scheduled sampling learns the toy set more slowly (measured 2026-12-04: val 0.898, test 0.851)."""
