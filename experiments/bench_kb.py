@@ -5,7 +5,7 @@
     python experiments/bench_kb.py --scale 1.0 --eval-run RUN   # and kgqa-eval of RUN on its own KB and on the folder
 
 A Knowledge.txt with the official KB's statistics times --scale is written (bench_trie's keys;
-objects drawn from the QA answers), then:
+objects drawn from the QA answers; then the QA splits' answer triples, which the official KB holds), then:
 
 - build: `kgqa-kb data=kgclue kb=file kb.path=Knowledge.txt out=DIR`, the command of the README, as a
   subprocess of a fresh wrapper process that reports its wall time and the peak RSS of it and its
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_trie import ROOT, generate_keys, in_fresh_process, qa_answers, reset_peak_rss, rss_mb
+from bench_trie import QA_FILES, ROOT, generate_keys, in_fresh_process, qa_answers, read_qa, reset_peak_rss, rss_mb
 
 ORDER = "spm"
 
@@ -56,7 +56,10 @@ def write_knowledge_file(scale: float, qa_root: Path, path: Path) -> dict:
         for start, length, pick in zip(starts.tolist(), lengths.tolist(), picks):
             subject, predicate, meaning, _ = "".join(vocab[t] for t in tokens[start : start + length].tolist()).split("\t")
             f.write(f"{subject}（{meaning}）\t{predicate}\t{answers[pick]}\n" if meaning else f"{subject}\t{predicate}\t{answers[pick]}\n")
-    return stats
+        gold = dict.fromkeys(f"{e.triple.key.full_subject}\t{e.triple.key.predicate}\t{e.triple.obj}\n"
+                             for name in QA_FILES for e in read_qa(qa_root / name))
+        f.writelines(gold)  # the QA splits' answers, as the official KB holds them
+    return stats | {"gold_triples": len(gold)}
 
 
 def step(out: dict, name: str, fn):
