@@ -1,10 +1,13 @@
 """KB changes without a rebuild: the change log, the KB folder, and the real decoder over the overlay."""
 import math
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli import run_cli
 from kgqa.decoding.answerer import Answerer
@@ -212,6 +215,28 @@ def test_homonyms_and_statistics_follow_each_change():
     assert second.homonym_subjects() == {"丙", "甲乙"} and second.stats()["entities"] == 6
     assert second.updated([Change("delete", Key("甲乙", "丙丁", "新义"))]).homonym_subjects() == {"丙"}
     assert kb.homonym_subjects() == {"丙"} and kb.stats()["entities"] == 5
+
+
+FIELD = st.sampled_from(["", "甲", "乙", "甲乙"])
+TRIPLES = st.lists(st.builds(lambda s, p, m, o: Triple(Key(s or "丙", p or "丁", m), o), FIELD, FIELD, FIELD,
+                             st.sampled_from("xy")), min_size=1, max_size=30)
+
+
+@given(TRIPLES, st.lists(st.tuples(st.booleans(), TRIPLES), max_size=3))
+@settings(max_examples=60, deadline=None)
+def test_statistics_count_what_the_live_keys_hold(triples, changes):
+    """Over a KB and changes to it: subjects, predicates, entities (a name with its meaning) and homonyms as
+    counted from the live keys one by one."""
+    kb = KnowledgeBase(triples)
+    for add, rows in changes:
+        kb = kb.updated([Change("add" if add else "delete", t.key, t.obj) for t in rows])
+    keys = [key for key, objs in zip(kb.keys, kb.objects) if objs]
+    entities = {(k.subject, k.meaning) for k in keys}
+    meanings = Counter(name for name, _ in entities)
+    assert {k: v for k, v in kb.stats().items() if k in ("keys", "subjects", "entities", "predicates", "homonym_names")} \
+        == {"keys": len(keys), "subjects": len(meanings), "entities": len(entities),
+            "predicates": len({k.predicate for k in keys}), "homonym_names": sum(n > 1 for n in meanings.values())}
+    assert kb.homonym_subjects() == {name for name, n in meanings.items() if n > 1}
 
 
 def test_kgqa_kb_builds_and_changes_a_folder_without_torch(folder, tmp_path):

@@ -98,6 +98,7 @@ class KnowledgeBase:
         self.changed: dict[int, list[str]] = {}  # the objects of every key a change touched
         self.keys, self.objects = KeyColumn(self), ObjectColumn(self)
         self._entities: tuple[list[Strings], np.ndarray, np.ndarray] | None = None
+        self._characters: dict[bool, list[str]] = {}  # characters(added), found once per KB
 
     # --- files: the columns as they are, so loading a big KB is mapping, not parsing ------
     def save(self, folder: str | Path, source: dict | None = None) -> None:
@@ -207,7 +208,7 @@ class KnowledgeBase:
         kb = KnowledgeBase.__new__(KnowledgeBase)
         kb.__dict__.update(self.__dict__)
         kb.added, kb.added_index, kb.changed = list(self.added), dict(self.added_index), dict(self.changed)
-        kb.keys, kb.objects, kb._entities = KeyColumn(kb), ObjectColumn(kb), None
+        kb.keys, kb.objects, kb._entities, kb._characters = KeyColumn(kb), ObjectColumn(kb), None, {}
         for change in changes:
             i = kb.find(change.key)
             if change.op == "add":
@@ -254,7 +255,13 @@ class KnowledgeBase:
     def characters(self, added: bool = True) -> list[str]:
         """The distinct characters of every subject, predicate and meaning (`strings`; without the added keys'
         when not `added`), sorted: what a character vocabulary is built from, found with numpy rather than a
-        Python call per string."""
+        Python call per string, once per KB (a run's checks and its loss vocabulary both ask)."""
+        added = added and bool(self.added)  # without added keys both are the same
+        if added not in self._characters:
+            self._characters[added] = self._find_characters(added)
+        return list(self._characters[added])
+
+    def _find_characters(self, added: bool) -> list[str]:
         arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added * added for s in
                                                                        (key.subject, key.predicate, key.meaning)])]
         seen = np.zeros(0x110000, dtype=bool)  # per code point: marked, not sorted (np.unique would sort them all)
@@ -271,11 +278,17 @@ class KnowledgeBase:
         return self._entities
 
     def _count_entities(self) -> tuple[list[Strings], np.ndarray, np.ndarray]:
+        """A subject's keys without a meaning are one entity (marked, not sorted); its distinct meanings are
+        the others (np.unique of the (subject, meaning) pairs of the keys that have one: a quarter of them)."""
         tables, columns = self.field_indices()
         live = columns[:, self.object_counts() > 0]
+        no_meaning = self.tables[2].find("")  # its index in the extended table too (the base part comes first)
+        plain = live[2] == no_meaning if no_meaning is not None else np.zeros(live.shape[1], dtype=bool)
         width = int(live[2].max(initial=0)) + 1
-        entities = np.unique(live[0] * width + live[2])  # (subject, meaning) pairs
-        return tables, live, np.bincount(entities // width)
+        pairs = np.unique(live[0, ~plain] * width + live[2, ~plain])  # (subject, meaning) pairs
+        without_meaning = np.zeros(len(tables[0]), dtype=np.int64)
+        without_meaning[live[0, plain]] = 1
+        return tables, live, np.bincount(pairs // width, minlength=len(tables[0])) + without_meaning
 
     def homonym_subjects(self) -> set[str]:
         """The subject names that two or more meanings share: a question naming one must also say which."""
@@ -288,9 +301,9 @@ class KnowledgeBase:
         return {
             "triples": int(self.object_counts().sum()),
             "keys": n_keys,
-            "subjects": len(np.unique(subject)),
+            "subjects": int(np.count_nonzero(meanings_per_name)),
             "entities": n_entities,
-            "predicates": len(np.unique(predicate)),
+            "predicates": int(np.count_nonzero(np.bincount(predicate))),
             "keys_per_entity": round(n_keys / max(n_entities, 1), 2),
             "homonym_names": int((meanings_per_name > 1).sum()),
         }
