@@ -220,7 +220,7 @@ def test_the_recommended_recipe_composes_to_the_settings_results_reports():
                                                                        "kgqa.kb.sources.SynthKB", "spm")
     assert cfg.backbone.arch == "roformer" and cfg.backbone.hidden_size == 256 and cfg.trainer.max_epochs == 1
     assert cfg.optim.lr == 5e-4 and cfg.trainer.check_val_every_n_epoch == 1
-    assert list(cfg.ablation_lookaheads) == ["lcs_power", "copy_lcs_bonus"]
+    assert list(cfg.ablation_lookaheads) == ["lcs_power", "copy_lcs_bonus", "copy_lcs_bonus_meaning"]
 
 
 @pytest.mark.parametrize("overrides, lr", [

@@ -221,7 +221,7 @@ class MeaningEvidence:
     can (主演过无间道的刘德华 is the one with 无间道 among his works). What a subject's meanings know is memoised.
     """
 
-    def __init__(self, alpha: float = 1.0, min_chars: int = 2, cache_size: int = 4096):
+    def __init__(self, alpha: float = 4.0, min_chars: int = 1, cache_size: int = 4096):
         self.alpha, self.min_chars = alpha, min_chars
         self._facts = lru_cache(maxsize=cache_size)(self._facts_uncached)
         self._keyspace: KeySpace | None = None
