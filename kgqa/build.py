@@ -20,8 +20,6 @@ from kgqa.module import KgqaModule
 from kgqa.step_record import StepRecord
 
 
-
-
 def datamodule_config(data: DictConfig) -> DictConfig:
     """data.module: the data module's _target_ and own settings. A run saved before they had that node
     kept the settings flat in data (data.batch_size, ...): they are read from there, under what is in data.module

@@ -8,7 +8,8 @@ positions while what it must *predict* stays the gold key:
 - `replace_with: model`: the model's own trie-constrained choice at that point (scheduled sampling, in one
   teacher-forced pass as in parallel scheduled sampling, Duckworth et al. 2019), optionally ramped up.
 And TeaForN (Goodman et al. 2020; kexue.fm/archives/7818): teacher forcing N steps ahead, each further pass
-reading the last pass's predictions (as their expected embeddings) in place of the gold tokens, and R-Drop (Liang et al. 2021), two dropout passes held together by their symmetric KL.
+reading the last pass's predictions (as their expected embeddings) in place of the gold tokens; and R-Drop
+(Liang et al. 2021), two dropout passes held together by their symmetric KL.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def teaforn_loss(scores: torch.Tensor, pass_loss: Callable[[torch.Tensor], tuple
     distributions (the softmax of its scores), `pass_loss(read)` gives its scores and loss, and the sum
     weighs pass k's loss by weight**k (the first pass's, weight 1, is the caller's). What a pass reads is
     held fixed unless `through`: the loss reaching back through it taught the first pass to be read, not
-    to be right (the toy set: val EM 0.67 against 0.9 and more, tests/test_exposure.py)."""
+    to be right (the toy set, 8 epochs: val EM 0.667 against 0.9 and more; experiments/RESULTS.md)."""
     total = scores.new_zeros(())
     for n in range(1, steps):
         read = torch.softmax(scores.float(), -1)

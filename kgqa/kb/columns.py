@@ -262,7 +262,8 @@ class KnowledgeBase:
         return list(self._characters[added])
 
     def _find_characters(self, added: bool) -> list[str]:
-        arrays = [table.array for table in self.tables] + [as_strings([s for key in self.added * added for s in
+        keys = self.added if added else []
+        arrays = [table.array for table in self.tables] + [as_strings([s for key in keys for s in
                                                                        (key.subject, key.predicate, key.meaning)])]
         seen = np.zeros(0x110000, dtype=bool)  # per code point: marked, not sorted (np.unique would sort them all)
         for strings in arrays:
