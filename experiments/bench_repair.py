@@ -46,10 +46,12 @@ GRID_WHEN_WRONG = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
 MAX_BROKEN = 0.001  # of dev's right answers, while tuning
 
 
-def load_run(path: Path, settings: Path):
-    """The run's model, data and Answerer, with the decode settings and rule of the run `settings`."""
+def load_run(path: Path, settings: Path, data_root: Path | None):
+    """The run's model, data (at `data_root` if it moved) and Answerer, with the decode settings and rule of
+    the run `settings`."""
     saved = OmegaConf.load(settings / "run_config.yaml")
-    cfg = OmegaConf.create({"decode": saved.get("decode", {"beam": 3}), "lookahead": saved.get("lookahead")})
+    cfg = OmegaConf.create({"decode": saved.get("decode", {"beam": 3}), "lookahead": saved.get("lookahead"),
+                            "data": {"root": str(data_root) if data_root else None}})
     cfg, dm, module = restore(str(path), cfg)
     module.eval()
     answerer = answerer_from_config(dm.keyspace, dm.tokenizer, cfg.decode, cfg.get("lookahead"), dm.max_question_len, 64)
@@ -136,12 +138,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where the corrections and the repaired run go")
     parser.add_argument("--max-corrections", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", type=Path, default=None, help="where the run's data lives now, if it moved")
     parser.add_argument("--repair-args", nargs="*", default=[], help="overrides for kgqa-repair, e.g. epochs=2")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_repair-"))
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    dm, module, answerer = load_run(args.run, args.run)
+    dm, module, answerer = load_run(args.run, args.run, args.data_root)
     kb = dm.kb
     dev, test = dm.splits["val"], dm.splits["test"]
     dev_keys = predicted_keys(answerer, module, [e.question for e in dev])
@@ -187,12 +190,13 @@ def main() -> None:
 
     repaired_dir = work / "repaired"
     command = [str(Path(sys.executable).parent / "kgqa-repair"), f"run={args.run}", f"corrections={corrections_path}",
-               f"hydra.run.dir={repaired_dir}", "logger=csv", "overwrite=true", *args.repair_args]
+               f"hydra.run.dir={repaired_dir}", "logger=csv", "overwrite=true",
+               *([f"data.root={args.data_root}"] if args.data_root else []), *args.repair_args]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     repaired = json.loads((repaired_dir / "metrics.json").read_text())
-    _, fixed_module, fixed_answerer = load_run(repaired_dir, args.run)
+    _, fixed_module, fixed_answerer = load_run(repaired_dir, args.run, args.data_root)
     finetune_keys = {name: predicted_keys(fixed_answerer, fixed_module, [e.question for e in questions])
                      for name, questions in (("corrected", corrected), ("rephrased", rephrased),
                                              ("heldout", heldout), ("test", test))}

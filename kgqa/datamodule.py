@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Any, Callable
 
 import lightning as L
@@ -274,13 +274,16 @@ class KgqaDataModule(L.LightningDataModule):
         train = self.splits["train"]
         return train + self.augment(train, self.kb) if self.augment else train  # never given val/test
 
+    def train_collate(self, examples: list[QAExample]) -> dict[str, Any]:
+        """A training batch of `examples`: with the trie's allowed tokens and candidate keys when the loss reads them."""
+        return self.collate(examples, trie_targets=self.trie_targets, candidates=self.candidates)
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._ranks()
         train = self.train_examples
         lengths = [len(e.question) + len(e.triple.key.subject + e.triple.key.predicate + e.triple.key.meaning) for e in train]
         sampler = BucketBatchSampler(lengths, self.batch_size, self.seed, rank, world, self.batches_per_bucket)
-        collate = partial(self.collate, trie_targets=self.trie_targets, candidates=self.candidates)
-        return ResumableLoader(train, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+        return ResumableLoader(train, batch_sampler=sampler, collate_fn=self.train_collate, num_workers=self.num_workers,
                                generator=self._private_generator(), position=self._training_position)
 
     def _training_position(self) -> tuple[int, int]:

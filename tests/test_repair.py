@@ -7,15 +7,20 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
-from cli import printed_json, printed_metrics, run_cli
+from cli import compose_train, printed_json, printed_metrics, run_cli
+from kgqa.build import build_datamodule, build_module
+from kgqa.data.kgclue import QAExample
 from kgqa.data.triples import Key, Triple
 from kgqa.decoding.memory import CorrectionMemory
 from kgqa.errors import DataError
 from kgqa.kb.changes import Change
 from kgqa.kb.columns import KnowledgeBase
+from kgqa.module import KgqaModule
 from kgqa.kb.corrections import Correction, CorrectionFile, normalise_question, read_corrections
+from kgqa.repair import CORRECTION_ID, allowed_kl
 
 BIRTH, PLACE, COURSE, FEAT = (Key("刘晓华", "出生日期", "教授"), Key("刘晓华", "出生地", "教授"),
                               Key("刘晓华", "主讲课程", "教授"), Key("刘晓华", "主要成就", "教授"))
@@ -215,3 +220,42 @@ def test_kgqa_repair_keeps_what_was_right(weak_run, repaired_run):
     before, after = correctness(run_dir / "questions_val.jsonl"), correctness(repaired_run / "questions_val.jsonl")
     kept = [after[i] for i, ok in before.items() if ok]
     assert sum(kept) >= 0.95 * len(kept)  # what was right stays right (replay)
+
+
+# --- the fine-tune's distillation: held to the parent on replayed pairs only ----------------------------------
+def test_the_parent_kl_is_renormalised_over_the_allowed_tokens_by_hand():
+    parent = torch.tensor([[0.0, 1.0, 5.0], [2.0, 0.0, 0.0]])
+    student = torch.tensor([[1.0, 0.0, -3.0], [0.0, 0.0, 9.0]])
+    allowed = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1], [1, 2]])  # position 0: tokens 0, 1; position 1: all
+    p0, q0 = torch.softmax(parent[0, :2], 0), torch.softmax(student[0, :2], 0)
+    p1, q1 = torch.softmax(parent[1], 0), torch.softmax(student[1], 0)
+    by_hand = ((p0 * (p0 / q0).log()).sum() + (p1 * (p1 / q1).log()).sum()) / 2
+    torch.testing.assert_close(allowed_kl(parent, student, allowed), by_hand)
+    torch.testing.assert_close(allowed_kl(parent, parent, allowed), torch.tensor(0.0))
+    assert allowed_kl(parent, student, None) > 0
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")  # no Trainer: a step by hand
+def test_distillation_learns_the_corrections_keys_and_holds_the_replayed_pairs_to_the_parent():
+    """With distill > 0 a RepairModule's loss is the gold loss of the corrections in the batch plus distill × the
+    parent KL of the replayed pairs (their gold keys are not learnt); the KL is 0 until the model moves."""
+    cfg = compose_train("logger=csv", "model._target_=kgqa.repair.RepairModule", "+model.distill=2.0")
+    dm = build_datamodule(cfg)
+    dm.setup()
+    module = build_module(cfg, dm.tokenizer.vocab_size).eval()  # no dropout: the passes are comparable
+    module.datamodule = dm
+    train = dm.splits["train"][:12]
+    examples = [QAExample(f"{CORRECTION_ID}{i}", e.question, e.triple) if i % 3 == 0 else e for i, e in enumerate(train)]
+    corrections, replayed = dm.train_collate(examples[::3]), dm.train_collate([e for i, e in enumerate(examples) if i % 3])
+    batch = dm.train_collate(examples)
+    module.on_fit_start()
+    with torch.no_grad():
+        torch.testing.assert_close(module.training_step(batch, 0), KgqaModule.training_step(module, corrections, 0))
+        for p in module.model.parameters():  # the model moves away from its parent
+            p.add_(torch.randn_like(p) * 0.05)
+        inputs = (replayed["input_ids"], replayed["segment_ids"], replayed["valid"])
+        kl = allowed_kl(module.parent[0].target_scores(*inputs)[0], module.model.target_scores(*inputs)[0],
+                        replayed.get("allowed"))
+        expected = KgqaModule.training_step(module, corrections, 0) + 2.0 * kl
+        assert kl > 1e-3
+        torch.testing.assert_close(module.training_step(batch, 0), expected)
