@@ -16,6 +16,7 @@ from kgqa.data import DATAMODULE_KEYS
 from kgqa.data.tokenizer import Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.errors import CheckpointError
+from kgqa.rerank import RERANKER_FILE, load_reranker
 from kgqa.module import KgqaModule
 from kgqa.step_record import StepRecord
 
@@ -103,8 +104,9 @@ def checkpoint_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, ModelCheckpo
 
 
 def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule, KgqaModule]:
-    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`.
-    A KB that is not the one the model was trained with is refused unless cfg.allow_kb_change."""
+    """Re-create a trained run: its data, KB and weights from the checkpoint, decoding from `cfg`, with the
+    reranker the run trained beside it when cfg.use_reranker. A KB that is not the one the model was trained with
+    is refused unless cfg.allow_kb_change."""
     path = resolve_checkpoint(ckpt_path)
     ckpt = load_checkpoint(path)
     run = OmegaConf.create(ckpt["hyper_parameters"]["run_config"])
@@ -129,4 +131,7 @@ def restore(ckpt_path: str, cfg: DictConfig) -> tuple[DictConfig, KgqaDataModule
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: its weights do not fit the model its config describes: {str(e)[:300]}") from None
+    reranker = path.parent / RERANKER_FILE
+    if cfg.get("use_reranker") and reranker.is_file():  # the run trained one (rerank=beam)
+        module.reranker = load_reranker(reranker, dm.tokenizer, dm.max_question_len)
     return merged, dm, module

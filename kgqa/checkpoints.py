@@ -25,18 +25,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True (tensors and plain values, no pickled objects) and a run config
-    that names only the project's own targets (kgqa.trusted); a clear error for a missing, truncated,
-    foreign or untrusted file."""
+def load_weights(path: str | Path, map_location="cpu") -> Any:
+    """torch.load with weights_only=True (tensors and plain values, no pickled objects); a clear error for
+    a missing, truncated or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for damaged files
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not saved by torch): "
                               f"{type(e).__name__}: {str(e)[:200]}") from None
+
+
+def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
+    """load_weights, and a run config that names only the project's own targets (kgqa.trusted); a clear
+    error for a file that is not a kgqa checkpoint or is untrusted."""
+    path = Path(path)
+    ckpt = load_weights(path, map_location)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or not isinstance(ckpt.get("state_dict"), dict) or "run_config" not in hparams:
         raise CheckpointError(f"{path} is not a kgqa checkpoint (no state_dict or run config)")

@@ -19,6 +19,7 @@ from torchmetrics import SumMetric
 from transformers import get_linear_schedule_with_warmup
 
 from kgqa.decoding.answerer import Answerer, answerer_from_config
+from kgqa.rerank import Reranker
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
@@ -62,6 +63,7 @@ class KgqaModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": KgclueMetric(), "test": KgclueMetric()})
         self.from_memory = torch.nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})  # answers the memory gave
         self.corrections: str | None = None  # a corrections file (or KB folder) for the correction memory
+        self.reranker: Reranker | None = None  # reorders the final beam (kgqa.rerank): a plain object, not a submodule
         self.homonym_subjects: set[str] = set()  # subject names with two or more meanings in the KB (em_homonym)
         self.answerer: Answerer | None = None
         self.loss_vocabulary: torch.Tensor | None = None  # set in setup: the ids the loss's softmax runs over
@@ -86,7 +88,7 @@ class KgqaModule(L.LightningModule):
         self.eval_tag, self.lookahead_cfg = tag, lookahead
         whole_beam = {**self.hparams.decode, "num_return": self.hparams.decode["beam"]}  # the first answers, and the oracle
         self.answerer = answerer_from_config(dm.keyspace, dm.tokenizer, whole_beam, lookahead,
-                                             dm.max_question_len, dm.eval_batch_size, self.corrections)
+                                             dm.max_question_len, dm.eval_batch_size, self.corrections, self.reranker)
         self.homonym_subjects = dm.homonym_subjects
 
     def on_train_epoch_start(self) -> None:

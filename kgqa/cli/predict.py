@@ -20,7 +20,7 @@ def predict(cfg: DictConfig) -> None:
     cfg, dm, module = restore(cfg.ckpt, cfg)
     dm.setup()
     answerer = answerer_from_config(dm.keyspace, dm.tokenizer, cfg.decode, cfg.get("lookahead"), dm.max_question_len,
-                                    cfg.batch_size, cfg.get("corrections"))
+                                    cfg.batch_size, cfg.get("corrections"), module.reranker)
     module.eval()
     if cfg.question is not None:
         try:

@@ -14,6 +14,7 @@ from kgqa.cli.cluster import unfinished_checkpoint
 from kgqa.cli.requeue import RequeueBetweenBatches
 from kgqa.cli.resume import CheckpointsFollowTheFolder, finished_epochs, resumed_config, save_run_files
 from kgqa.report import write_run_metrics
+from kgqa.rerank import RERANKER_FILE, rerank_after_fit
 from kgqa.build import (build_datamodule, build_module, build_trainer, checkpoint_callbacks, finish_loggers,
                         val_and_test_metrics)
 from kgqa.console import print_config, print_metrics, quiet_console
@@ -77,6 +78,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             spent.unlink()
     best = str(Path(best_ckpt.best_model_path).resolve()) if best_ckpt.best_model_path else None
     metrics: dict[str, float] = {}
+    if cfg.get("rerank") and best:  # the beam's own order first, beside the reranked decodes below
+        module.use_decoding(dm, "no_rerank", variants[0][1])
+        metrics.update(val_and_test_metrics(trainer, module, dm, best))
+        module.reranker = rerank_after_fit(module, dm, cfg.rerank, best, variants[0][1],
+                                           Path(best).parent / RERANKER_FILE, cfg.trainer.accelerator, cfg.seed)
     for tag, lookahead in variants:
         module.use_decoding(dm, tag, lookahead)
         metrics.update(val_and_test_metrics(trainer, module, dm, best))

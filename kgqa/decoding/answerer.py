@@ -1,6 +1,7 @@
 """From question text to KB answers: the whole decoding path in one object, built from the config here.
 
-question → tokens → UniLM → step scores → trie mask → look-ahead → beam → key id (→ correction memory) → KB → answer.
+question → tokens → UniLM → step scores → trie mask → look-ahead → beam → key id (→ reranker → correction memory)
+→ KB → answer.
 `rules_from_config` is the one place that instantiates a `lookahead` config (conf/lookahead/), and
 `answerer_from_config` the one that builds an Answerer from a run's `decode` and `lookahead` configs:
 the LightningModule, kgqa-predict and the benchmarks all get their Answerer there.
@@ -23,6 +24,7 @@ from kgqa.kb.columns import KnowledgeBase
 from kgqa.kb.corrections import CorrectionFile
 from kgqa.kb.keyspace import KeySpace
 from kgqa.model import UniLM
+from kgqa.rerank import Reranker
 
 log = logging.getLogger(__name__)
 MEMORY_DEFAULTS = {"close": 0.9, "when_wrong": 0.6}  # conf/decode/beam.yaml's; a run saved before it lacks them
@@ -40,11 +42,13 @@ class Answer:
 class Answerer:
     def __init__(self, keyspace: KeySpace, tokenizer: Tokenizer, rules: Sequence[Rule] = (), beam: int = 3,
                  num_return: int = 1, max_question_len: int = 64, batch_size: int = 64, renormalise: bool = True,
-                 memory: CorrectionMemory | None = None):
+                 memory: CorrectionMemory | None = None, reranker: Reranker | None = None):
         """`rules`: the look-ahead rules, applied in turn after the trie mask (none: the mask alone);
         `renormalise`: step scores renormalised over the trie's tokens, or the model's own (beam_search);
-        `memory`: corrections that replace the beam's first answer for the questions they match."""
+        `memory`: corrections that replace the beam's first answer for the questions they match;
+        `reranker`: reorders each question's returned beam (kgqa.rerank)."""
         self.keyspace, self.tokenizer, self.rules, self.memory = keyspace, tokenizer, list(rules), memory
+        self.reranker = reranker
         self.beam, self.num_return, self.renormalise = beam, num_return, renormalise
         self.max_question_len, self.batch_size = max_question_len, batch_size
 
@@ -74,6 +78,9 @@ class Answerer:
         encoded = [encode_question(self.tokenizer, q, self.max_question_len) for q in questions]
         answers = [[self.answer(h.key_id, math.exp(h.log_prob)) for h in per_question]
                    for per_question in self.decode(model, encoded)]
+        if self.reranker is not None:
+            self.reranker.net.to(next(model.parameters()).device)
+            self.reranker.rerank(questions, answers)
         if self.memory is not None:
             for question, per_question in zip(questions, answers):
                 found = self.memory.match(question, per_question[0].key_id if per_question else None)
@@ -110,10 +117,11 @@ def memory_from_config(kb: KnowledgeBase, corrections: Any, decode: Any,
 
 
 def answerer_from_config(keyspace: KeySpace, tokenizer: Tokenizer, decode: Any, lookahead: Any,
-                         max_question_len: int, batch_size: int, corrections: Any = None) -> Answerer:
+                         max_question_len: int, batch_size: int, corrections: Any = None,
+                         reranker: Reranker | None = None) -> Answerer:
     """The Answerer a run's `decode` (beam, num_return, renormalise, memory) and `lookahead` configs
-    describe, with the correction memory of `corrections` (memory_from_config)."""
+    describe, with the correction memory of `corrections` (memory_from_config) and `reranker`."""
     return Answerer(keyspace, tokenizer, rules_from_config(lookahead), beam=decode["beam"],
                     num_return=decode.get("num_return", 1), max_question_len=max_question_len, batch_size=batch_size,
                     renormalise=decode.get("renormalise", True),
-                    memory=memory_from_config(keyspace.kb, corrections, decode))
+                    memory=memory_from_config(keyspace.kb, corrections, decode), reranker=reranker)
