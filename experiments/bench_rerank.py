@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from kgqa.build import restore
 from kgqa.checkpoints import resolve_checkpoint
 from kgqa.cli import CONFIG_DIR
+from kgqa.console import quiet_console
 from kgqa.rerank import RERANKER_FILE, rerank_after_fit
 
 REPORTED = ("em", "em_s", "em_p", "em_homonym", "oracle")
@@ -57,9 +58,11 @@ def main() -> None:
     parser.add_argument("--rerank", nargs="*", default=[], help="overrides of conf/rerank/beam.yaml, e.g. epochs=3")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    quiet_console()
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         settings = compose(config_name="train", overrides=["rerank=beam", *[f"rerank.{o}" for o in args.rerank]]).rerank
-    cfg = OmegaConf.create({"data": {"root": str(args.data_root) if args.data_root else None}})
+    saved = OmegaConf.load(args.run / "run_config.yaml")
+    cfg = OmegaConf.create({"decode": saved.decode, "data": {"root": str(args.data_root) if args.data_root else None}})
     cfg, dm, module = restore(str(args.run), cfg)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)

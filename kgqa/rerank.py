@@ -42,6 +42,8 @@ class BeamReranker(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # it starts as the beam's own order, and learns where to leave it
+        nn.init.zeros_(self.head.bias)
         self.beam_weight = nn.Parameter(torch.ones(()))
 
     def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
