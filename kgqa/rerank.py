@@ -38,13 +38,12 @@ Candidate = tuple[Key, str, float]  # a beam's complete key, its object and its 
 class BeamReranker(nn.Module):
     """score(question, key) = head(encoder([CLS] question [SEP] key parts… object [SEP])[CLS]) + w · beam log-prob."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, beam_score: bool = True):
+        """`beam_score`: false fixes w at 0, the text alone ranks (ties keep the beam's order)."""
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(backbone.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)  # it starts as the beam's own order, and learns where to leave it
-        nn.init.zeros_(self.head.bias)
-        self.beam_weight = nn.Parameter(torch.ones(()))
+        self.beam_weight = nn.Parameter(torch.tensor(float(beam_score)), requires_grad=beam_score)
 
     def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor, valid: torch.Tensor,
                 beam_log_probs: torch.Tensor) -> torch.Tensor:
@@ -163,10 +162,11 @@ def fit_reranker(reranker: Reranker, questions: list[str], lists: list[list[Cand
     reranker.net.cpu()
 
 
-def new_reranker(model, tokenizer: Tokenizer, order: str, max_question_len: int, max_object_len: int) -> Reranker:
+def new_reranker(model, tokenizer: Tokenizer, order: str, max_question_len: int, max_object_len: int,
+                 beam_score: bool = True) -> Reranker:
     """A reranker on a copy of the seq2seq model's trained backbone."""
     backbone = copy.deepcopy(model.backbone).cpu().train().requires_grad_(True)
-    return Reranker(BeamReranker(backbone), tokenizer, order, max_question_len, max_object_len)
+    return Reranker(BeamReranker(backbone, beam_score), tokenizer, order, max_question_len, max_object_len)
 
 
 def save_reranker(reranker: Reranker, path: str | Path) -> None:
@@ -205,7 +205,8 @@ def rerank_after_fit(module, dm, settings, best: str, lookahead, path: Path, acc
     module.eval()
     with torch.no_grad():
         questions, lists, labels = beam_lists(module.answerer, module.model, examples)
-    reranker = new_reranker(module.model, dm.tokenizer, dm.target, dm.max_question_len, settings["max_object_len"])
+    reranker = new_reranker(module.model, dm.tokenizer, dm.target, dm.max_question_len, settings["max_object_len"],
+                            settings.get("beam_score", True))
     if lists:
         fit_reranker(reranker, questions, lists, labels, settings["epochs"], settings["lr"], settings["batch_size"],
                      accelerator, seed)

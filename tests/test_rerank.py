@@ -19,6 +19,7 @@ def toy():
     cfg = compose_train("logger=csv")
     dm = build_datamodule(cfg)
     dm.setup()
+    torch.manual_seed(0)
     return dm, build_module(cfg, dm.tokenizer.vocab_size)
 
 
@@ -51,11 +52,12 @@ def test_the_reranker_learns_to_find_the_gold_key_wherever_the_beam_put_it(toy):
     train = lists_with_the_gold_anywhere(dm, dm.splits["train"][:600], rng)
     held_out = lists_with_the_gold_anywhere(dm, dm.splits["val"][:200], rng)
     torch.manual_seed(0)
-    reranker = new_reranker(module.model, dm.tokenizer, dm.target, dm.max_question_len, 32)
+    reranker = new_reranker(module.model, dm.tokenizer, dm.target, dm.max_question_len, 32, beam_score=False)
     before = accuracy(reranker, *held_out)
     fit_reranker(reranker, *train, epochs=4, lr=1e-3, batch_size=16)
     after = accuracy(reranker, *held_out)
-    assert before < 0.5 and after >= 0.85, (before, after)
+    assert before < 0.5 and after >= 0.75, (before, after)  # chance: 1/3; 0.86-0.90 over three seeds
+    assert reranker.net.beam_weight.item() == 0.0  # beam_score=false: the text alone ranks
 
 
 def test_reranking_only_reorders_the_beam_and_the_file_round_trips(toy, tmp_path):
