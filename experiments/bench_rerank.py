@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-root", type=Path, default=None, help="where the run's data lives now, if it moved")
-    parser.add_argument("--work", type=Path, default=None, help="where the reranker is saved")
+    parser.add_argument("--work", type=Path, default=None, help="where the reranker and the decodes' files go")
     parser.add_argument("--lookaheads", nargs="+", default=["none", "copy_lcs_bonus"])
     parser.add_argument("--rerank", nargs="*", default=[], help="overrides of conf/rerank/beam.yaml, e.g. epochs=3")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,13 +64,13 @@ def main() -> None:
     saved = OmegaConf.load(args.run / "run_config.yaml")
     cfg = OmegaConf.create({"decode": saved.decode, "data": {"root": str(args.data_root) if args.data_root else None}})
     cfg, dm, module = restore(str(args.run), cfg)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_rerank-"))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+                        enable_model_summary=False, default_root_dir=work)  # wrong answers, calibration: there
     rules = {name: rule(name) for name in args.lookaheads}
     results: dict[str, dict] = {"beam_order": {}, "reranked": {}}
     for name, lookahead in rules.items():
         results["beam_order"][name] = decoded(trainer, module, dm, name, lookahead)
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench_rerank-"))
     start = time.perf_counter()
     module.reranker = rerank_after_fit(module, dm, OmegaConf.to_container(settings),
                                        str(resolve_checkpoint(str(args.run))), module.hparams.get("lookahead"),
