@@ -16,8 +16,8 @@ from kgqa.data import DATAMODULE_KEYS
 from kgqa.data.tokenizer import Tokenizer
 from kgqa.datamodule import KgqaDataModule
 from kgqa.errors import CheckpointError
-from kgqa.rerank import RERANKER_FILE, load_reranker
 from kgqa.module import KgqaModule
+from kgqa.rerank import RERANKER_FILE, load_reranker
 from kgqa.step_record import StepRecord
 
 

@@ -19,12 +19,12 @@ from torchmetrics import SumMetric
 from transformers import get_linear_schedule_with_warmup
 
 from kgqa.decoding.answerer import Answerer, answerer_from_config
-from kgqa.rerank import Reranker
 from kgqa.calibration import expected_calibration_error, write_calibration
 from kgqa.files import write_text
 from kgqa.metrics import KgclueMetric, exact_match
 from kgqa.exposure import model_tokens, read_with_replacements, sibling_tokens, symmetric_kl, teaforn_loss
 from kgqa.model import UniLM, build_backbone, load_pretrained_head, target_positions, teacher_forced_loss
+from kgqa.rerank import Reranker
 
 WRONG_ANSWER_COLUMNS = ["question", "gold", "predicted", "confidence", "from_memory"]
 QUESTION_COLUMNS = ["id", "predicted", "correct", "confidence"]  # one row per question, for paired comparisons

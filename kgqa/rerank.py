@@ -35,6 +35,11 @@ RERANKER_FILE = "reranker.pt"  # beside a run's best.ckpt
 Candidate = tuple[Key, str, float]  # a beam's complete key, its object and its log-probability under the beam
 
 
+def candidates(answers: Sequence) -> list[Candidate]:
+    """A question's answers (kgqa.decoding.answerer.Answer) as the reranker reads them."""
+    return [(a.triple.key, a.triple.obj, math.log(max(a.confidence, 1e-30))) for a in answers]
+
+
 class BeamReranker(nn.Module):
     """score(question, key) = head(encoder([CLS] question [SEP] key parts… object [SEP])[CLS]) + w · beam log-prob."""
 
@@ -97,8 +102,7 @@ class Reranker:
     def rerank(self, questions: Sequence[str], answers: list[list]) -> None:
         """Reorders each question's answers (kgqa.decoding.answerer.Answer) in place by score, best first;
         each answer's confidence becomes its share of the softmax over its beam."""
-        lists = [[(a.triple.key, a.triple.obj, math.log(max(a.confidence, 1e-30))) for a in per_question]
-                 for per_question in answers]
+        lists = [candidates(per_question) for per_question in answers]
         kept = [i for i, cands in enumerate(lists) if cands]
         for i, scored in zip(kept, self.scores([questions[i] for i in kept], [lists[i] for i in kept])):
             probs = torch.softmax(torch.tensor(scored), 0).tolist()
@@ -116,7 +120,7 @@ def beam_lists(answerer, model, examples: Sequence[QAExample]) -> tuple[list[str
         keys = [a.triple.key for a in per_question]
         if len(keys) >= 2 and e.triple.key in keys:
             questions.append(e.question)
-            lists.append([(a.triple.key, a.triple.obj, math.log(max(a.confidence, 1e-30))) for a in per_question])
+            lists.append(candidates(per_question))
             labels.append(keys.index(e.triple.key))
     log.info("reranker: %d training lists of %d questions (the others' beams lack the gold key or hold one key)",
              len(lists), len(examples))
